@@ -1,0 +1,13 @@
+//! Kiln: an orchestration engine whose resource types and retry policies are sandboxed
+//! WebAssembly components.
+
+pub mod allow_list;
+pub mod config;
+pub mod registry;
+pub mod runtime;
+pub mod cli;
+
+/// Paths of the plugins built by `host/build.rs`, and the bytes of the bundled ones.
+pub mod artifacts {
+    include!(concat!(env!("OUT_DIR"), "/plugin_artifacts.rs"));
+}
