@@ -59,10 +59,16 @@ fn main() {
     }
     code += "/// Plugins compiled into the binary: (name, world, wasm bytes).\n";
     code += "pub const BUNDLED: &[(&str, &str, &[u8])] = &[\n";
-    for (names, world) in [(BUNDLED, "resource-plugin"), (BUNDLED_POLICIES, "retry-policy")] {
+    for (names, world) in [
+        (BUNDLED, "resource-plugin"),
+        (BUNDLED_POLICIES, "retry-policy"),
+    ] {
         for name in names {
             let path = wasm_path(&wasm_dir, name);
-            code += &format!("    ({name:?}, {world:?}, include_bytes!({:?})),\n", path.display());
+            code += &format!(
+                "    ({name:?}, {world:?}, include_bytes!({:?})),\n",
+                path.display()
+            );
         }
     }
     code += "];\n";
@@ -126,7 +132,10 @@ fn check_target_installed() {
         .ok()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
     if let Some(sysroot) = sysroot
-        && !Path::new(&sysroot).join("lib/rustlib").join(TARGET).exists()
+        && !Path::new(&sysroot)
+            .join("lib/rustlib")
+            .join(TARGET)
+            .exists()
     {
         panic!(
             "the Rust target {TARGET} is not installed; Kiln's plugins are built for it.\n\
@@ -138,7 +147,9 @@ fn check_target_installed() {
 /// Reruns the build script when any source file changes. Files only: a directory would make
 /// cargo scan it whole, build output (plugins/target) included.
 fn watch(dir: &Path) {
-    let Ok(entries) = fs::read_dir(dir) else { return };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         let path = entry.path();
         if path.file_name().is_some_and(|n| n == "target") {

@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use kiln::artifacts;
 use kiln::config::{Limits, Pooling, RuntimeConfig};
-use kiln::runtime::{CacheOutcome, CallError, FaultCause, LoadError, Operation, Outcome, PluginRuntime, Source};
+use kiln::runtime::{
+    CacheOutcome, CallError, FaultCause, LoadError, Operation, Outcome, PluginRuntime, Source,
+};
 use serde_json::{Value, json};
 use support::cloud::FakeCloud;
 use support::*;
@@ -30,7 +32,11 @@ async fn still_healthy(plugin: &kiln::runtime::Plugin, type_name: &str) {
         state: "null".into(),
     };
     plugin
-        .delete(&ctx(type_name, "r", Operation::Delete), &current, &json!({}))
+        .delete(
+            &ctx(type_name, "r", Operation::Delete),
+            &current,
+            &json!({}),
+        )
         .await
         .expect("delete after a fault");
 }
@@ -43,9 +49,15 @@ async fn infinite_loop_hits_the_cpu_limit_and_the_runtime_carries_on() {
         ..Limits::default()
     };
     let p = load_with(&rt, "loop", artifacts::FIXTURE_LOOP, limits, &[]).await;
-    let (cause, _, text) = fault(p.create(&ctx("Fixture::Loop", "spin", Operation::Create), &json!({})).await);
+    let (cause, _, text) = fault(
+        p.create(&ctx("Fixture::Loop", "spin", Operation::Create), &json!({}))
+            .await,
+    );
     assert_eq!(cause, FaultCause::CpuTime { limit_ms: 300 });
-    assert!(text.contains("plugin 'loop' failed in create: CPU time limit of 300 ms exceeded"), "{text}");
+    assert!(
+        text.contains("plugin 'loop' failed in create: CPU time limit of 300 ms exceeded"),
+        "{text}"
+    );
     still_healthy(&p, "Fixture::Loop").await;
 }
 
@@ -57,7 +69,10 @@ async fn wall_clock_timeout_ends_a_spinning_call() {
         ..Limits::default()
     };
     let p = load_with(&rt, "loop", artifacts::FIXTURE_LOOP, limits, &[]).await;
-    let (cause, _, _) = fault(p.create(&ctx("Fixture::Loop", "spin", Operation::Create), &json!({})).await);
+    let (cause, _, _) = fault(
+        p.create(&ctx("Fixture::Loop", "spin", Operation::Create), &json!({}))
+            .await,
+    );
     assert_eq!(cause, FaultCause::Timeout { limit_ms: 300 });
     still_healthy(&p, "Fixture::Loop").await;
 }
@@ -70,7 +85,13 @@ async fn memory_bomb_is_stopped_at_its_limit() {
         ..Limits::default()
     };
     let p = load_with(&rt, "bomb", artifacts::FIXTURE_MEMORY_BOMB, limits, &[]).await;
-    let (cause, _, text) = fault(p.create(&ctx("Fixture::MemoryBomb", "b", Operation::Create), &json!({})).await);
+    let (cause, _, text) = fault(
+        p.create(
+            &ctx("Fixture::MemoryBomb", "b", Operation::Create),
+            &json!({}),
+        )
+        .await,
+    );
     match cause {
         FaultCause::OutOfMemory { limit, requested } => {
             assert_eq!(limit, 16 << 20);
@@ -86,12 +107,21 @@ async fn memory_bomb_is_stopped_at_its_limit() {
 async fn panic_is_a_trap_with_the_stderr_tail() {
     let rt = runtime();
     let p = load(&rt, "panic", artifacts::FIXTURE_PANIC).await;
-    let (cause, stderr, text) = fault(p.create(&ctx("Fixture::Panic", "p", Operation::Create), &json!({})).await);
+    let (cause, stderr, text) = fault(
+        p.create(&ctx("Fixture::Panic", "p", Operation::Create), &json!({}))
+            .await,
+    );
     assert!(matches!(cause, FaultCause::Trap(_)), "{cause:?}");
     assert!(stderr.contains("fixture-panic: about to panic"), "{stderr}");
     assert!(stderr.contains("fixture panic: boom"), "{stderr}");
-    assert!(text.contains("plugin 'panic' failed in create: trapped"), "{text}");
-    assert!(text.contains("fixture panic: boom"), "the error carries stderr: {text}");
+    assert!(
+        text.contains("plugin 'panic' failed in create: trapped"),
+        "{text}"
+    );
+    assert!(
+        text.contains("fixture panic: boom"),
+        "the error carries stderr: {text}"
+    );
     still_healthy(&p, "Fixture::Panic").await;
 }
 
@@ -101,7 +131,11 @@ async fn sandbox_grants_no_files_env_or_sockets() {
     let rt = runtime();
     let p = load(&rt, "escape", artifacts::FIXTURE_ESCAPE).await;
     let props = json!({"url": cloud.url(), "tcp_addr": cloud.addr.to_string()});
-    let Outcome::Done(done) = p.create(&ctx("Fixture::Escape", "e", Operation::Create), &props).await.unwrap() else {
+    let Outcome::Done(done) = p
+        .create(&ctx("Fixture::Escape", "e", Operation::Create), &props)
+        .await
+        .unwrap()
+    else {
         panic!("escape fixture reports in one call")
     };
     let a = &done.attributes;
@@ -110,7 +144,10 @@ async fn sandbox_grants_no_files_env_or_sockets() {
     assert_ne!(a["tcp"], json!("CONNECTED"), "{a:?}");
     assert_eq!(a["http"]["error"]["kind"], json!("denied"), "{a:?}");
     let msg = a["http"]["error"]["message"].as_str().unwrap();
-    assert!(msg.contains(&cloud.url()) && msg.contains("no allow_http rules"), "{msg}");
+    assert!(
+        msg.contains(&cloud.url()) && msg.contains("no allow_http rules"),
+        "{msg}"
+    );
     // Nothing reached the server: the denial happens before any connection.
     assert!(cloud.requests().is_empty());
 }
@@ -120,39 +157,86 @@ async fn allow_list_admits_and_denies_as_configured() {
     let cloud = FakeCloud::start().await;
     let rt = runtime();
     let rule = cloud.rule();
-    let other_port = format!("http://127.0.0.1:{}", cloud.addr.port().wrapping_add(1).max(1));
+    let other_port = format!(
+        "http://127.0.0.1:{}",
+        cloud.addr.port().wrapping_add(1).max(1)
+    );
     let props = json!({"url": cloud.url(), "tcp_addr": "127.0.0.1:1"});
 
-    let admitted = load_with(&rt, "escape", artifacts::FIXTURE_ESCAPE, Limits::default(), &[&rule]).await;
-    let Outcome::Done(done) = admitted.create(&ctx("Fixture::Escape", "e", Operation::Create), &props).await.unwrap() else {
+    let admitted = load_with(
+        &rt,
+        "escape",
+        artifacts::FIXTURE_ESCAPE,
+        Limits::default(),
+        &[&rule],
+    )
+    .await;
+    let Outcome::Done(done) = admitted
+        .create(&ctx("Fixture::Escape", "e", Operation::Create), &props)
+        .await
+        .unwrap()
+    else {
         panic!()
     };
     // The request reached the server (which answers 405 to GET on the collection).
-    assert!(done.attributes["http"]["ok"].is_number(), "{:?}", done.attributes);
+    assert!(
+        done.attributes["http"]["ok"].is_number(),
+        "{:?}",
+        done.attributes
+    );
     assert_eq!(cloud.requests().len(), 1);
 
-    let denied = load_with(&rt, "escape2", artifacts::FIXTURE_ESCAPE, Limits::default(), &[&other_port]).await;
-    let Outcome::Done(done) = denied.create(&ctx("Fixture::Escape", "e", Operation::Create), &props).await.unwrap() else {
+    let denied = load_with(
+        &rt,
+        "escape2",
+        artifacts::FIXTURE_ESCAPE,
+        Limits::default(),
+        &[&other_port],
+    )
+    .await;
+    let Outcome::Done(done) = denied
+        .create(&ctx("Fixture::Escape", "e", Operation::Create), &props)
+        .await
+        .unwrap()
+    else {
         panic!()
     };
     let err = &done.attributes["http"]["error"];
     assert_eq!(err["kind"], json!("denied"));
     let msg = err["message"].as_str().unwrap();
-    assert!(msg.contains(&cloud.url()) && msg.contains(&other_port), "names URL and rule: {msg}");
-    assert_eq!(cloud.requests().len(), 1, "the denied request never left the host");
+    assert!(
+        msg.contains(&cloud.url()) && msg.contains(&other_port),
+        "names URL and rule: {msg}"
+    );
+    assert_eq!(
+        cloud.requests().len(),
+        1,
+        "the denied request never left the host"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_contract_version_is_refused_at_load() {
     let rt = runtime();
     let err = rt
-        .load(spec("old", artifacts::FIXTURE_WRONG_VERSION, Limits::default(), &[]))
+        .load(spec(
+            "old",
+            artifacts::FIXTURE_WRONG_VERSION,
+            Limits::default(),
+            &[],
+        ))
         .await
         .err()
         .expect("refused");
-    assert!(matches!(err, LoadError::IncompatibleContract { .. }), "{err}");
+    assert!(
+        matches!(err, LoadError::IncompatibleContract { .. }),
+        "{err}"
+    );
     let text = err.to_string();
-    assert!(text.contains("kiln:plugin@9.0.0") && text.contains("kiln:plugin@0.1.0"), "{text}");
+    assert!(
+        text.contains("kiln:plugin@9.0.0") && text.contains("kiln:plugin@0.1.0"),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -169,12 +253,24 @@ async fn core_modules_and_garbage_are_refused_clearly() {
             allow_http: Default::default(),
         })
     };
-    let err = load_bytes(b"\0asm\x01\0\0\0").await.err().unwrap().to_string();
-    assert!(err.contains("core wasm module") && err.contains("wasm32-wasip2"), "{err}");
+    let err = load_bytes(b"\0asm\x01\0\0\0")
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("core wasm module") && err.contains("wasm32-wasip2"),
+        "{err}"
+    );
     let err = load_bytes(b"hello").await.err().unwrap().to_string();
     assert!(err.contains("not a WebAssembly component"), "{err}");
     let err = rt
-        .load(spec("missing", "/nonexistent/x.wasm", Limits::default(), &[]))
+        .load(spec(
+            "missing",
+            "/nonexistent/x.wasm",
+            Limits::default(),
+            &[],
+        ))
         .await
         .err()
         .unwrap()
@@ -206,9 +302,20 @@ async fn disk_cache_is_reused_and_bad_entries_are_recompiled() {
     bytes[mid] ^= 0xff;
     std::fs::write(&entry, &bytes).unwrap();
     let p = load(&cache_runtime(dir.path()), "none", artifacts::NONE).await;
-    assert!(matches!(p.cache_outcome(), CacheOutcome::Recompiled { reason } if reason.contains("seal")), "{:?}", p.cache_outcome());
-    p.create(&ctx("OS::Heat::None", "n", Operation::Create), &json!({})).await.unwrap();
-    assert_eq!(load(&cache_runtime(dir.path()), "none", artifacts::NONE).await.cache_outcome(), &CacheOutcome::Hit);
+    assert!(
+        matches!(p.cache_outcome(), CacheOutcome::Recompiled { reason } if reason.contains("seal")),
+        "{:?}",
+        p.cache_outcome()
+    );
+    p.create(&ctx("OS::Heat::None", "n", Operation::Create), &json!({}))
+        .await
+        .unwrap();
+    assert_eq!(
+        load(&cache_runtime(dir.path()), "none", artifacts::NONE)
+            .await
+            .cache_outcome(),
+        &CacheOutcome::Hit
+    );
 
     // A foreign file under the right name (e.g. another host's .cwasm) is not loaded.
     let foreign = wasmtime_free_precompiled_lookalike();
@@ -267,10 +374,18 @@ async fn on_demand_allocation_works_as_the_fallback() {
         ..Limits::default()
     };
     let p = load_with(&rt, "bomb", artifacts::FIXTURE_MEMORY_BOMB, limits, &[]).await;
-    let (cause, _, _) = fault(p.create(&ctx("Fixture::MemoryBomb", "b", Operation::Create), &json!({})).await);
+    let (cause, _, _) = fault(
+        p.create(
+            &ctx("Fixture::MemoryBomb", "b", Operation::Create),
+            &json!({}),
+        )
+        .await,
+    );
     assert!(matches!(cause, FaultCause::OutOfMemory { .. }), "{cause:?}");
     let none = load(&rt, "none", artifacts::NONE).await;
-    none.create(&ctx("OS::Heat::None", "n", Operation::Create), &json!({})).await.unwrap();
+    none.create(&ctx("OS::Heat::None", "n", Operation::Create), &json!({}))
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -283,7 +398,10 @@ async fn policy_and_resource_calls_are_not_mixed_up() {
     let rt = runtime();
     let policy = load(&rt, "backoff", artifacts::EXPONENTIAL_BACKOFF).await;
     assert!(policy.info().is_none());
-    let err = policy.create(&ctx("X", "r", Operation::Create), &json!({})).await.unwrap_err();
+    let err = policy
+        .create(&ctx("X", "r", Operation::Create), &json!({}))
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("needs a resource plugin"), "{err}");
     let none = load(&rt, "none", artifacts::NONE).await;
     let err = none.validate_params(&Value::Null).await.unwrap_err();

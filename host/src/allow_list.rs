@@ -85,13 +85,18 @@ impl AllowRule {
         if url.scheme() != self.scheme {
             return false;
         }
-        let Some(host) = url.host_str() else { return false };
+        let Some(host) = url.host_str() else {
+            return false;
+        };
         let host_ok = match &self.host {
             HostPattern::Any => true,
             HostPattern::Exact(h) => h == host,
             HostPattern::Suffix(s) => host.ends_with(s.as_str()),
         };
-        host_ok && self.port.is_none_or(|p| Some(p) == url.port_or_known_default())
+        host_ok
+            && self
+                .port
+                .is_none_or(|p| Some(p) == url.port_or_known_default())
     }
 }
 
@@ -147,26 +152,53 @@ mod tests {
     use super::*;
 
     fn allows(rules: &[&str], url: &str) -> bool {
-        AllowList::parse(rules).unwrap().check(&Url::parse(url).unwrap()).is_ok()
+        AllowList::parse(rules)
+            .unwrap()
+            .check(&Url::parse(url).unwrap())
+            .is_ok()
     }
 
     #[test]
     fn exact_host_and_default_port() {
-        assert!(allows(&["https://api.example.com"], "https://api.example.com/v1/x"));
-        assert!(allows(&["https://api.example.com"], "https://API.example.com:443/"));
-        assert!(!allows(&["https://api.example.com"], "http://api.example.com/"));
-        assert!(!allows(&["https://api.example.com"], "https://api.example.com:8443/"));
-        assert!(!allows(&["https://api.example.com"], "https://evil.com/?api.example.com"));
+        assert!(allows(
+            &["https://api.example.com"],
+            "https://api.example.com/v1/x"
+        ));
+        assert!(allows(
+            &["https://api.example.com"],
+            "https://API.example.com:443/"
+        ));
+        assert!(!allows(
+            &["https://api.example.com"],
+            "http://api.example.com/"
+        ));
+        assert!(!allows(
+            &["https://api.example.com"],
+            "https://api.example.com:8443/"
+        ));
+        assert!(!allows(
+            &["https://api.example.com"],
+            "https://evil.com/?api.example.com"
+        ));
     }
 
     #[test]
     fn ports_and_wildcards() {
         assert!(allows(&["http://127.0.0.1:*"], "http://127.0.0.1:9999/"));
         assert!(allows(&["http://127.0.0.1:8080"], "http://127.1:8080/"));
-        assert!(!allows(&["http://127.0.0.1:8080"], "http://127.0.0.1:8081/"));
-        assert!(allows(&["https://*.example.com"], "https://a.b.example.com/"));
+        assert!(!allows(
+            &["http://127.0.0.1:8080"],
+            "http://127.0.0.1:8081/"
+        ));
+        assert!(allows(
+            &["https://*.example.com"],
+            "https://a.b.example.com/"
+        ));
         assert!(!allows(&["https://*.example.com"], "https://example.com/"));
-        assert!(!allows(&["https://*.example.com"], "https://badexample.com/"));
+        assert!(!allows(
+            &["https://*.example.com"],
+            "https://badexample.com/"
+        ));
         assert!(allows(&["http://[::1]:8080"], "http://[::1]:8080/x"));
         assert!(allows(&["http://*:*"], "http://anything:1/"));
     }
@@ -176,19 +208,33 @@ mod tests {
         let err = AllowList::default()
             .check(&Url::parse("http://10.0.0.1/x").unwrap())
             .unwrap_err();
-        assert!(err.contains("http://10.0.0.1/x") && err.contains("no allow_http rules"), "{err}");
+        assert!(
+            err.contains("http://10.0.0.1/x") && err.contains("no allow_http rules"),
+            "{err}"
+        );
     }
 
     #[test]
     fn denial_names_url_and_rules() {
         let list = AllowList::parse(&["http://127.0.0.1:80"]).unwrap();
-        let err = list.check(&Url::parse("http://127.0.0.1:81/a").unwrap()).unwrap_err();
-        assert!(err.contains("http://127.0.0.1:81/a") && err.contains("http://127.0.0.1:80"), "{err}");
+        let err = list
+            .check(&Url::parse("http://127.0.0.1:81/a").unwrap())
+            .unwrap_err();
+        assert!(
+            err.contains("http://127.0.0.1:81/a") && err.contains("http://127.0.0.1:80"),
+            "{err}"
+        );
     }
 
     #[test]
     fn bad_rules_are_named() {
-        for bad in ["example.com", "ftp://x", "http://x/path", "http://x:port", "http://a*b"] {
+        for bad in [
+            "example.com",
+            "ftp://x",
+            "http://x/path",
+            "http://x:port",
+            "http://a*b",
+        ] {
             let err = AllowRule::parse(bad).unwrap_err();
             assert!(err.contains(bad), "{err}");
         }

@@ -166,7 +166,8 @@ impl Config {
             path: origin.to_string(),
             message,
         };
-        let config: Config = toml::from_str(text).map_err(|e| err(e.to_string().trim_end().to_string()))?;
+        let config: Config =
+            toml::from_str(text).map_err(|e| err(e.to_string().trim_end().to_string()))?;
         config.check().map_err(err)?;
         Ok(config)
     }
@@ -177,14 +178,18 @@ impl Config {
             ("limits.memory_mib", l.memory_mib),
             ("limits.cpu_time_ms", l.cpu_time_ms),
             ("limits.call_timeout_ms", l.call_timeout_ms),
-            ("runtime.max_concurrent_calls", self.runtime.max_concurrent_calls as u64),
+            (
+                "runtime.max_concurrent_calls",
+                self.runtime.max_concurrent_calls as u64,
+            ),
         ] {
             if value == 0 {
                 return Err(format!("{key} must be greater than 0"));
             }
         }
         for (name, plugin) in &self.plugins {
-            AllowList::parse(&plugin.allow_http).map_err(|e| format!("plugins.{name}.allow_http: {e}"))?;
+            AllowList::parse(&plugin.allow_http)
+                .map_err(|e| format!("plugins.{name}.allow_http: {e}"))?;
             for (key, value) in [
                 ("memory_mib", plugin.memory_mib),
                 ("cpu_time_ms", plugin.cpu_time_ms),
@@ -212,17 +217,23 @@ mod tests {
 
     #[test]
     fn unknown_key_is_named_with_its_line() {
-        let err = Config::parse("[limits]\nmemory_mib = 32\nmemroy = 1\n", "x/kiln.toml").unwrap_err();
+        let err =
+            Config::parse("[limits]\nmemory_mib = 32\nmemroy = 1\n", "x/kiln.toml").unwrap_err();
         let msg = err.to_string();
         assert!(msg.starts_with("x/kiln.toml"), "{msg}");
         assert!(msg.contains("memroy") && msg.contains("line 3"), "{msg}");
-        let err = Config::parse("[plugins.web]\ncomponent = \"a.wasm\"\nallowed = []\n", "k.toml").unwrap_err();
+        let err = Config::parse(
+            "[plugins.web]\ncomponent = \"a.wasm\"\nallowed = []\n",
+            "k.toml",
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("allowed"), "{err}");
     }
 
     #[test]
     fn bad_allow_rule_names_the_plugin() {
-        let err = Config::parse("[plugins.web]\nallow_http = [\"ftp://x\"]\n", "k.toml").unwrap_err();
+        let err =
+            Config::parse("[plugins.web]\nallow_http = [\"ftp://x\"]\n", "k.toml").unwrap_err();
         assert!(err.to_string().contains("plugins.web.allow_http"), "{err}");
     }
 

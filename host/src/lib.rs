@@ -2,10 +2,10 @@
 //! WebAssembly components.
 
 pub mod allow_list;
+pub mod cli;
 pub mod config;
 pub mod registry;
 pub mod runtime;
-pub mod cli;
 
 /// Paths of the plugins built by `host/build.rs`, and the bytes of the bundled ones.
 pub mod artifacts {

@@ -22,7 +22,11 @@ impl PluginSet {
     /// Loads every plugin the config names (and the bundled ones unless disabled).
     pub async fn load(config: &Config) -> anyhow::Result<Self> {
         let specs = specs(config)?;
-        let max_memory = specs.iter().map(|s| s.limits.memory_mib).max().unwrap_or(config.limits.memory_mib);
+        let max_memory = specs
+            .iter()
+            .map(|s| s.limits.memory_mib)
+            .max()
+            .unwrap_or(config.limits.memory_mib);
         let runtime = PluginRuntime::new(&config.runtime, max_memory)?;
         // Compile concurrently: on first start each component takes a while.
         let mut tasks = tokio::task::JoinSet::new();
@@ -37,13 +41,26 @@ impl PluginSet {
         }
         let mut types: BTreeMap<String, (String, usize)> = BTreeMap::new();
         for (name, plugin) in &plugins {
-            for (i, t) in plugin.info().map(|i| i.types.as_slice()).unwrap_or_default().iter().enumerate() {
+            for (i, t) in plugin
+                .info()
+                .map(|i| i.types.as_slice())
+                .unwrap_or_default()
+                .iter()
+                .enumerate()
+            {
                 if let Some((other, _)) = types.insert(t.type_name.clone(), (name.clone(), i)) {
-                    bail!("resource type {} is served by two plugins: '{other}' and '{name}'", t.type_name);
+                    bail!(
+                        "resource type {} is served by two plugins: '{other}' and '{name}'",
+                        t.type_name
+                    );
                 }
             }
         }
-        Ok(Self { runtime, plugins, types })
+        Ok(Self {
+            runtime,
+            plugins,
+            types,
+        })
     }
 
     pub fn runtime(&self) -> &PluginRuntime {
@@ -67,11 +84,15 @@ impl PluginSet {
 
     /// Every served type, sorted by name.
     pub fn types(&self) -> impl Iterator<Item = (&str, &Plugin)> {
-        self.types.iter().map(|(t, (p, _))| (t.as_str(), &self.plugins[p]))
+        self.types
+            .iter()
+            .map(|(t, (p, _))| (t.as_str(), &self.plugins[p]))
     }
 
     pub fn policies(&self) -> impl Iterator<Item = &Plugin> {
-        self.plugins.values().filter(|p| p.world() == World::RetryPolicy)
+        self.plugins
+            .values()
+            .filter(|p| p.world() == World::RetryPolicy)
     }
 }
 
@@ -97,10 +118,15 @@ pub fn specs(config: &Config) -> anyhow::Result<Vec<PluginSpec>> {
             if pc.component.is_some() {
                 continue; // replaced by a file of the same name
             }
-            specs.push(spec(config, name, pc, Source::Bytes {
-                origin: format!("bundled:{name}"),
-                bytes: Arc::from(*bytes),
-            })?);
+            specs.push(spec(
+                config,
+                name,
+                pc,
+                Source::Bytes {
+                    origin: format!("bundled:{name}"),
+                    bytes: Arc::from(*bytes),
+                },
+            )?);
         }
     }
     for (name, pc) in &config.plugins {
@@ -111,11 +137,17 @@ pub fn specs(config: &Config) -> anyhow::Result<Vec<PluginSpec>> {
     Ok(specs)
 }
 
-fn spec(config: &Config, name: &str, pc: &PluginConfig, source: Source) -> anyhow::Result<PluginSpec> {
+fn spec(
+    config: &Config,
+    name: &str,
+    pc: &PluginConfig,
+    source: Source,
+) -> anyhow::Result<PluginSpec> {
     Ok(PluginSpec {
         name: name.to_string(),
         source,
         limits: pc.limits(&config.limits),
-        allow_http: AllowList::parse(&pc.allow_http).map_err(|e| anyhow::anyhow!("plugins.{name}.allow_http: {e}"))?,
+        allow_http: AllowList::parse(&pc.allow_http)
+            .map_err(|e| anyhow::anyhow!("plugins.{name}.allow_http: {e}"))?,
     })
 }

@@ -17,7 +17,9 @@ use serde_json::{Value, json};
 #[derive(Debug, Clone)]
 pub enum Inject {
     Status(u16),
-    Throttle { retry_after_secs: u64 },
+    Throttle {
+        retry_after_secs: u64,
+    },
     /// Never answer (the client's timeout must end it).
     Hang,
 }
@@ -90,11 +92,19 @@ impl FakeCloud {
 }
 
 fn key_of(headers: &HeaderMap) -> Option<String> {
-    headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_string)
+    headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
 }
 
 /// Records the request and returns the injected fault's response, if one is queued.
-async fn intercept(state: &CloudState, method: &Method, path: &str, headers: &HeaderMap) -> Option<Response> {
+async fn intercept(
+    state: &CloudState,
+    method: &Method,
+    path: &str,
+    headers: &HeaderMap,
+) -> Option<Response> {
     let fault = state.faults.lock().unwrap().pop_front();
     let (status, response) = match fault {
         None => return None,
@@ -105,7 +115,10 @@ async fn intercept(state: &CloudState, method: &Method, path: &str, headers: &He
         }
         Some(Inject::Status(code)) => {
             let s = StatusCode::from_u16(code).unwrap();
-            (code, (s, axum::Json(json!({"error": format!("injected {code}")}))).into_response())
+            (
+                code,
+                (s, axum::Json(json!({"error": format!("injected {code}")}))).into_response(),
+            )
         }
         Some(Inject::Throttle { retry_after_secs }) => (
             429,
@@ -130,7 +143,12 @@ fn record(state: &CloudState, method: &Method, path: &str, headers: &HeaderMap, 
     });
 }
 
-async fn collection(State(state): State<Arc<CloudState>>, method: Method, headers: HeaderMap, body: Bytes) -> Response {
+async fn collection(
+    State(state): State<Arc<CloudState>>,
+    method: Method,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     if let Some(r) = intercept(&state, &method, "/items", &headers).await {
         return r;
     }
@@ -147,7 +165,13 @@ async fn collection(State(state): State<Arc<CloudState>>, method: Method, header
         && let Some(id) = state.keys.lock().unwrap().get(&key).cloned()
     {
         record(&state, &Method::POST, "/items", &headers, 200);
-        let existing = state.objects.lock().unwrap().get(&id).cloned().unwrap_or(Value::Null);
+        let existing = state
+            .objects
+            .lock()
+            .unwrap()
+            .get(&id)
+            .cloned()
+            .unwrap_or(Value::Null);
         return (StatusCode::OK, axum::Json(existing)).into_response();
     }
     let id = {
@@ -156,7 +180,11 @@ async fn collection(State(state): State<Arc<CloudState>>, method: Method, header
         format!("obj-{n}")
     };
     obj.insert("id".into(), Value::String(id.clone()));
-    state.objects.lock().unwrap().insert(id.clone(), Value::Object(obj.clone()));
+    state
+        .objects
+        .lock()
+        .unwrap()
+        .insert(id.clone(), Value::Object(obj.clone()));
     if let Some(key) = key_of(&headers) {
         state.keys.lock().unwrap().insert(key, id);
     }
@@ -177,7 +205,10 @@ async fn item(
     }
     let mut objects = state.objects.lock().unwrap();
     let (status, response) = match (method.as_str(), objects.get_mut(&id)) {
-        (_, None) => (404, (StatusCode::NOT_FOUND, "no such object").into_response()),
+        (_, None) => (
+            404,
+            (StatusCode::NOT_FOUND, "no such object").into_response(),
+        ),
         ("GET", Some(o)) => (200, axum::Json(o.clone()).into_response()),
         ("DELETE", Some(_)) => {
             objects.remove(&id);
@@ -194,7 +225,10 @@ async fn item(
                 o["id"] = Value::String(id.clone());
                 (200, axum::Json(o.clone()).into_response())
             }
-            _ => (400, (StatusCode::BAD_REQUEST, "body must be a JSON object").into_response()),
+            _ => (
+                400,
+                (StatusCode::BAD_REQUEST, "body must be a JSON object").into_response(),
+            ),
         },
         _ => (405, StatusCode::METHOD_NOT_ALLOWED.into_response()),
     };

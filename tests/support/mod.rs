@@ -40,7 +40,13 @@ pub async fn load(runtime: &PluginRuntime, name: &str, path: &str) -> Plugin {
     load_with(runtime, name, path, Limits::default(), &[]).await
 }
 
-pub async fn load_with(runtime: &PluginRuntime, name: &str, path: &str, limits: Limits, allow: &[&str]) -> Plugin {
+pub async fn load_with(
+    runtime: &PluginRuntime,
+    name: &str,
+    path: &str,
+    limits: Limits,
+    allow: &[&str],
+) -> Plugin {
     match runtime.load(spec(name, path, limits, allow)).await {
         Ok(p) => p,
         Err(e) => panic!("loading {name}: {e}"),
@@ -54,7 +60,7 @@ pub fn ctx(resource_type: &str, resource: &str, operation: Operation) -> CallCon
         resource_type: resource_type.into(),
         operation,
         attempt: 1,
-        idempotency_key: format!("test-stack/{resource}/{operation:?}/1"),
+        idempotency_key: format!("test-stack/{resource}/{}/1", operation.as_str()),
         deadline_ms: 0,
     }
 }

@@ -21,7 +21,11 @@ pub mod exit {
 }
 
 #[derive(Parser)]
-#[command(name = "kiln", version, about = "Orchestration with sandboxed WebAssembly plugins")]
+#[command(
+    name = "kiln",
+    version,
+    about = "Orchestration with sandboxed WebAssembly plugins"
+)]
 pub struct Cli {
     /// Config file. Default: ./kiln.toml when it exists, else built-in defaults.
     #[arg(long, short = 'c', global = true, env = "KILN_CONFIG")]
@@ -79,7 +83,9 @@ fn load_config(path: Option<&std::path::Path>) -> Result<Config, Failure> {
     let bad = |e: crate::config::ConfigError| Failure::new(exit::BAD_INPUT, e);
     match path {
         Some(p) => Config::load(p).map_err(bad),
-        None if std::path::Path::new("kiln.toml").exists() => Config::load("kiln.toml".as_ref()).map_err(bad),
+        None if std::path::Path::new("kiln.toml").exists() => {
+            Config::load("kiln.toml".as_ref()).map_err(bad)
+        }
         None => Ok(Config::default()),
     }
 }

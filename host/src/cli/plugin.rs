@@ -12,8 +12,9 @@ use crate::allow_list::AllowList;
 use crate::config::{Config, PluginConfig};
 use crate::registry::PluginSet;
 use crate::runtime::{
-    CallContext, CallError, Constraint, Current, ErrorInfo, Failure as PolicyFailure, Operation, Plugin, PluginError,
-    PluginRuntime, PluginSpec, PropertySchema, Source, ThrottledInfo, TypeSchema, World,
+    CallContext, CallError, Constraint, Current, Decision, ErrorInfo, Failure as PolicyFailure,
+    Operation, Plugin, PluginError, PluginRuntime, PluginSpec, PropertySchema, PropertyType,
+    Source, ThrottledInfo, TypeSchema, World,
 };
 
 #[derive(Subcommand)]
@@ -30,7 +31,7 @@ pub enum PluginCommand {
         format: Format,
     },
     /// Make one call to a plugin and print the result as JSON (for plugin authors).
-    Call(CallArgs),
+    Call(Box<CallArgs>),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -90,12 +91,14 @@ pub async fn run(cmd: PluginCommand, config: &Config) -> Result<(), Failure> {
     match cmd {
         PluginCommand::List { format } => list(config, format).await,
         PluginCommand::Inspect { file, format } => inspect(config, &file, format).await,
-        PluginCommand::Call(args) => call(config, args).await,
+        PluginCommand::Call(args) => call(config, *args).await,
     }
 }
 
 async fn load_set(config: &Config) -> Result<PluginSet, Failure> {
-    PluginSet::load(config).await.map_err(|e| Failure::new(exit::PLUGIN_FAULT, format!("{e:#}")))
+    PluginSet::load(config)
+        .await
+        .map_err(|e| Failure::new(exit::PLUGIN_FAULT, format!("{e:#}")))
 }
 
 async fn list(config: &Config, format: Format) -> Result<(), Failure> {
@@ -104,12 +107,22 @@ async fn list(config: &Config, format: Format) -> Result<(), Failure> {
     let mut items = Vec::new();
     for p in set.plugins() {
         let version = p.info().map(|i| i.version.clone()).unwrap_or_default();
-        let served: Vec<String> = match p.info() {
-            Some(info) => info.types.iter().map(|t| t.type_name.clone()).collect(),
-            None => vec![format!("(retry policy) {}", p.name())],
+        let served: Vec<String> = p.info().map_or(Vec::new(), |i| {
+            i.types.iter().map(|t| t.type_name.clone()).collect()
+        });
+        let shown = if served.is_empty() {
+            vec!["-".to_string()]
+        } else {
+            served.clone()
         };
-        for t in &served {
-            rows.push(vec![t.clone(), p.name().to_string(), version.clone(), p.world().name().to_string(), p.origin().to_string()]);
+        for t in shown {
+            rows.push(vec![
+                t,
+                p.name().to_string(),
+                version.clone(),
+                p.world().name().to_string(),
+                p.origin().to_string(),
+            ]);
         }
         items.push(json!({
             "name": p.name(), "version": version, "world": p.world().name(),
@@ -118,18 +131,24 @@ async fn list(config: &Config, format: Format) -> Result<(), Failure> {
     }
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&items).unwrap()),
-        Format::Table => print!("{}", render(&["TYPE", "PLUGIN", "VERSION", "WORLD", "SOURCE"], &rows)),
+        Format::Table => print!(
+            "{}",
+            render(&["TYPE", "PLUGIN", "VERSION", "WORLD", "SOURCE"], &rows)
+        ),
     }
     Ok(())
 }
 
 /// Loads one component file on its own, with the configured limits.
 async fn load_file(config: &Config, path: &Path, allow_http: &[String]) -> Result<Plugin, Failure> {
-    let allow = AllowList::parse(allow_http).map_err(|e| Failure::new(exit::BAD_INPUT, format!("--allow-http: {e}")))?;
+    let allow = AllowList::parse(allow_http)
+        .map_err(|e| Failure::new(exit::BAD_INPUT, format!("--allow-http: {e}")))?;
     let limits = PluginConfig::default().limits(&config.limits);
     let runtime = PluginRuntime::new(&config.runtime, limits.memory_mib)
         .map_err(|e| Failure::new(exit::PLUGIN_FAULT, format!("{e:#}")))?;
-    let name = path.file_stem().map_or("plugin".into(), |s| s.to_string_lossy().into_owned());
+    let name = path
+        .file_stem()
+        .map_or("plugin".into(), |s| s.to_string_lossy().into_owned());
     runtime
         .load(PluginSpec {
             name,
@@ -152,7 +171,11 @@ async fn inspect(config: &Config, file: &Path, format: Format) -> Result<(), Fai
         return Ok(());
     }
     println!("file:      {}", file.display());
-    println!("world:     {} (kiln:plugin@{})", p.world().name(), p.contract_version());
+    println!(
+        "world:     {} (kiln:plugin@{})",
+        p.world().name(),
+        p.contract_version()
+    );
     if let Some(info) = p.info() {
         println!("plugin:    {} {}", info.name, info.version);
     }
@@ -171,10 +194,28 @@ fn print_type(t: &TypeSchema) {
     }
     let rows: Vec<Vec<String>> = t.properties.iter().map(property_row).collect();
     if !rows.is_empty() {
-        print!("{}", render(&["PROPERTY", "TYPE", "REQUIRED", "DEFAULT", "CHANGE", "CONSTRAINTS", "DESCRIPTION"], &rows));
+        print!(
+            "{}",
+            render(
+                &[
+                    "PROPERTY",
+                    "TYPE",
+                    "REQUIRED",
+                    "DEFAULT",
+                    "CHANGE",
+                    "CONSTRAINTS",
+                    "DESCRIPTION"
+                ],
+                &rows
+            )
+        );
     }
     if !t.attributes.is_empty() {
-        let rows: Vec<Vec<String>> = t.attributes.iter().map(|a| vec![a.name.clone(), a.description.clone()]).collect();
+        let rows: Vec<Vec<String>> = t
+            .attributes
+            .iter()
+            .map(|a| vec![a.name.clone(), a.description.clone()])
+            .collect();
         print!("{}", render(&["ATTRIBUTE", "DESCRIPTION"], &rows));
     }
 }
@@ -190,13 +231,29 @@ fn property_row(p: &PropertySchema) -> Vec<String> {
     let constraints: Vec<String> = p.constraints.iter().map(constraint_text).collect();
     vec![
         p.name.clone(),
-        format!("{:?}", p.type_).to_lowercase(),
-        if p.required { "yes".into() } else { "no".into() },
+        type_name(p.type_).into(),
+        if p.required {
+            "yes".into()
+        } else {
+            "no".into()
+        },
         p.default.clone().unwrap_or_default(),
         change.into(),
         constraints.join("; "),
         p.description.clone(),
     ]
+}
+
+fn type_name(t: PropertyType) -> &'static str {
+    match t {
+        PropertyType::String => "string",
+        PropertyType::Number => "number",
+        PropertyType::Integer => "integer",
+        PropertyType::Boolean => "boolean",
+        PropertyType::List => "list",
+        PropertyType::Map => "map",
+        PropertyType::Any => "any",
+    }
 }
 
 fn constraint_text(c: &Constraint) -> String {
@@ -216,7 +273,9 @@ fn constraint_text(c: &Constraint) -> String {
 fn json_arg(name: &str, text: &str) -> Result<Value, Failure> {
     let bad = |m: String| Failure::new(exit::BAD_INPUT, format!("--{name}: {m}"));
     let text = match text.strip_prefix('@') {
-        Some(path) => std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read {path}: {e}")))?,
+        Some(path) => {
+            std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read {path}: {e}")))?
+        }
         None => text.to_string(),
     };
     serde_json::from_str(&text).map_err(|e| bad(format!("not valid JSON: {e}")))
@@ -230,7 +289,14 @@ async fn call(config: &Config, a: CallArgs) -> Result<(), Failure> {
         let set = load_set(config).await?;
         let p = set.plugin(&a.plugin).cloned().ok_or_else(|| {
             let names: Vec<&str> = set.plugins().map(|p| p.name()).collect();
-            Failure::new(exit::BAD_INPUT, format!("no plugin named '{}' (loaded: {})", a.plugin, names.join(", ")))
+            Failure::new(
+                exit::BAD_INPUT,
+                format!(
+                    "no plugin named '{}' (loaded: {})",
+                    a.plugin,
+                    names.join(", ")
+                ),
+            )
         })?;
         (p, Some(set))
     };
@@ -246,15 +312,27 @@ async fn call(config: &Config, a: CallArgs) -> Result<(), Failure> {
         (World::RetryPolicy, Function::Decide) => {
             let params = json_arg("params", &a.params)?;
             let failure = policy_failure(&json_arg("failure", &a.failure)?)?;
-            plugin.decide(&params, &failure).await.map(|d| serde_json::to_value(d).unwrap())
+            plugin.decide(&params, &failure).await.map(|d| match d {
+                Decision::RetryAfter(ms) => json!({"decision": "retry-after", "delay_ms": ms}),
+                Decision::GiveUp(reason) => json!({"decision": "give-up", "reason": reason}),
+            })
         }
         (World::RetryPolicy, _) => {
-            return Err(Failure::new(exit::BAD_INPUT, "a retry policy answers only `validate` and `decide`"));
+            return Err(Failure::new(
+                exit::BAD_INPUT,
+                "a retry policy answers only `validate` and `decide`",
+            ));
         }
         (World::ResourcePlugin, Function::Validate | Function::Decide) => {
-            return Err(Failure::new(exit::BAD_INPUT, "`validate` and `decide` are retry-policy functions"));
+            return Err(Failure::new(
+                exit::BAD_INPUT,
+                "`validate` and `decide` are retry-policy functions",
+            ));
         }
-        (World::ResourcePlugin, Function::Describe) => plugin.describe().await.map(|i| serde_json::to_value(i).unwrap()),
+        (World::ResourcePlugin, Function::Describe) => plugin
+            .describe()
+            .await
+            .map(|i| serde_json::to_value(i).unwrap()),
         (World::ResourcePlugin, f) => resource_call(&plugin, f, &a).await?,
     };
     match result {
@@ -263,21 +341,38 @@ async fn call(config: &Config, a: CallArgs) -> Result<(), Failure> {
             Ok(())
         }
         Err(CallError::Plugin(e)) => {
-            let doc = json!({"error": {"kind": e.kind(), "message": e.message(), "status": e.status()}});
+            let doc =
+                json!({"error": {"kind": e.kind(), "message": e.message(), "status": e.status()}});
             println!("{}", serde_json::to_string_pretty(&doc).unwrap());
-            Err(Failure::new(exit::FAILED, format!("the plugin returned an error: {}", CallError::Plugin(e))))
+            Err(Failure::new(
+                exit::FAILED,
+                format!("the plugin returned an error: {}", CallError::Plugin(e)),
+            ))
         }
         Err(e @ CallError::Fault(_)) => Err(Failure::new(exit::PLUGIN_FAULT, e)),
     }
 }
 
-async fn resource_call(plugin: &Plugin, f: Function, a: &CallArgs) -> Result<Result<Value, CallError>, Failure> {
-    let info = plugin.info().expect("resource plugins are described at load");
+async fn resource_call(
+    plugin: &Plugin,
+    f: Function,
+    a: &CallArgs,
+) -> Result<Result<Value, CallError>, Failure> {
+    let info = plugin
+        .info()
+        .expect("resource plugins are described at load");
     let schema = match &a.type_name {
-        Some(t) => info.types.iter().find(|s| &s.type_name == t).ok_or_else(|| {
-            let names: Vec<&str> = info.types.iter().map(|t| t.type_name.as_str()).collect();
-            Failure::new(exit::BAD_INPUT, format!("--type: plugin serves {}, not {t}", names.join(", ")))
-        })?,
+        Some(t) => info
+            .types
+            .iter()
+            .find(|s| &s.type_name == t)
+            .ok_or_else(|| {
+                let names: Vec<&str> = info.types.iter().map(|t| t.type_name.as_str()).collect();
+                Failure::new(
+                    exit::BAD_INPUT,
+                    format!("--type: plugin serves {}, not {t}", names.join(", ")),
+                )
+            })?,
         None => &info.types[0],
     };
     let props = with_defaults(schema, json_arg("properties", &a.properties)?)?;
@@ -296,7 +391,7 @@ async fn resource_call(plugin: &Plugin, f: Function, a: &CallArgs) -> Result<Res
         idempotency_key: a
             .idempotency_key
             .clone()
-            .unwrap_or_else(|| format!("{}/{}/{:?}/1", a.stack, a.resource, operation).to_lowercase()),
+            .unwrap_or_else(|| format!("{}/{}/{}/1", a.stack, a.resource, operation.as_str())),
         deadline_ms: 0,
     };
     let state = json_arg("state", &a.state)?;
@@ -312,10 +407,16 @@ async fn resource_call(plugin: &Plugin, f: Function, a: &CallArgs) -> Result<Res
                 Some(o) => with_defaults(schema, json_arg("old-properties", o)?)?,
                 None => props.clone(),
             };
-            plugin.update(&ctx, &current, &old, &props).await.map(|o| serde_json::to_value(o).unwrap())
+            plugin
+                .update(&ctx, &current, &old, &props)
+                .await
+                .map(|o| serde_json::to_value(o).unwrap())
         }
         Function::Delete => plugin.delete(&ctx, &current, &props).await.map(to_json),
-        Function::Check => plugin.check(&ctx, &current, &props).await.map(|r| serde_json::to_value(r).unwrap()),
+        Function::Check => plugin
+            .check(&ctx, &current, &props)
+            .await
+            .map(|r| serde_json::to_value(r).unwrap()),
         Function::Poll => plugin.poll(&ctx, &props, &state).await.map(to_json),
         _ => unreachable!("handled by the caller"),
     })
@@ -324,13 +425,19 @@ async fn resource_call(plugin: &Plugin, f: Function, a: &CallArgs) -> Result<Res
 /// Fills in schema defaults, as the engine does before calling a plugin.
 fn with_defaults(schema: &TypeSchema, props: Value) -> Result<Value, Failure> {
     let Value::Object(mut map) = props else {
-        return Err(Failure::new(exit::BAD_INPUT, "--properties must be a JSON object"));
+        return Err(Failure::new(
+            exit::BAD_INPUT,
+            "--properties must be a JSON object",
+        ));
     };
     for p in &schema.properties {
         if !map.contains_key(&p.name)
             && let Some(d) = &p.default
         {
-            map.insert(p.name.clone(), serde_json::from_str(d).unwrap_or(Value::Null));
+            map.insert(
+                p.name.clone(),
+                serde_json::from_str(d).unwrap_or(Value::Null),
+            );
         }
     }
     Ok(Value::Object(map))
@@ -339,7 +446,10 @@ fn with_defaults(schema: &TypeSchema, props: Value) -> Result<Value, Failure> {
 /// Builds a policy failure from a small JSON description, for `decide`.
 fn policy_failure(v: &Value) -> Result<PolicyFailure, Failure> {
     let bad = |m: &str| Failure::new(exit::BAD_INPUT, format!("--failure: {m}"));
-    let message = v["message"].as_str().unwrap_or("simulated failure").to_string();
+    let message = v["message"]
+        .as_str()
+        .unwrap_or("simulated failure")
+        .to_string();
     let status = v["status"].as_u64().map(|s| s as u16);
     let info = ErrorInfo {
         message: message.clone(),
@@ -357,7 +467,11 @@ fn policy_failure(v: &Value) -> Result<PolicyFailure, Failure> {
         "not-found" => PluginError::NotFound(info),
         "invalid" => PluginError::Invalid(info),
         "fatal" => PluginError::Fatal(info),
-        _ => return Err(bad("kind must be transient, throttled, unauthorized, conflict, not-found, invalid or fatal")),
+        _ => {
+            return Err(bad(
+                "kind must be transient, throttled, unauthorized, conflict, not-found, invalid or fatal",
+            ));
+        }
     };
     let operation = match v["operation"].as_str().unwrap_or("create") {
         "create" => Operation::Create,

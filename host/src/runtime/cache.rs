@@ -40,7 +40,8 @@ pub(crate) struct ComponentCache {
 
 impl ComponentCache {
     pub(crate) fn open(dir: &Path, engine: &Engine) -> anyhow::Result<Self> {
-        fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("cannot create cache dir {}: {e}", dir.display()))?;
+        fs::create_dir_all(dir)
+            .map_err(|e| anyhow::anyhow!("cannot create cache dir {}: {e}", dir.display()))?;
         let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o700));
         let key = load_or_create_key(&dir.join("cache.key"))?;
         let mut hasher = ShaHasher(Sha256::new());
@@ -59,7 +60,11 @@ impl ComponentCache {
     }
 
     /// The component for `wasm`, from the cache when a sealed entry exists.
-    pub(crate) fn load_or_compile(&self, engine: &Engine, wasm: &[u8]) -> anyhow::Result<(Component, CacheOutcome)> {
+    pub(crate) fn load_or_compile(
+        &self,
+        engine: &Engine,
+        wasm: &[u8],
+    ) -> anyhow::Result<(Component, CacheOutcome)> {
         let path = self.entry_path(wasm);
         let wasm_digest = Sha256::digest(wasm);
         let reason = match fs::read(&path) {
@@ -109,15 +114,25 @@ impl ComponentCache {
         let (tag, payload) = bytes[MAGIC.len()..].split_at(MAC_LEN);
         self.mac(wasm_digest, payload)
             .verify_slice(tag)
-            .map_err(|_| "seal does not verify (corrupt or not written by this host)".to_string())?;
+            .map_err(|_| {
+                "seal does not verify (corrupt or not written by this host)".to_string()
+            })?;
         Ok(payload)
     }
 
     fn store_entry(&self, path: &Path, wasm_digest: &[u8], payload: &[u8]) -> std::io::Result<()> {
         let tag = self.mac(wasm_digest, payload).finalize().into_bytes();
-        let tmp = path.with_extension(format!("tmp.{}.{}", std::process::id(), rand::random::<u32>()));
+        let tmp = path.with_extension(format!(
+            "tmp.{}.{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
         let result = (|| {
-            let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+            let mut f = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)?;
             f.write_all(MAGIC)?;
             f.write_all(&tag)?;
             f.write_all(payload)?;
@@ -146,7 +161,12 @@ fn load_or_create_key(path: &Path) -> anyhow::Result<[u8; 32]> {
         }
         let key: [u8; 32] = rand::random();
         let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-        let mut f = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
         f.write_all(&key)?;
         f.sync_all()?;
         // hard_link fails if another process won the race; then read theirs.

@@ -28,7 +28,10 @@ fn base_config() -> Config {
 }
 
 /// Builds the engine; `max_memory` is the largest memory limit of any plugin.
-pub(crate) fn build(config: &RuntimeConfig, max_memory: u64) -> anyhow::Result<(Engine, Allocator)> {
+pub(crate) fn build(
+    config: &RuntimeConfig,
+    max_memory: u64,
+) -> anyhow::Result<(Engine, Allocator)> {
     if config.pooling != Pooling::Off {
         let n = config.max_concurrent_calls;
         let mut pool = PoolingAllocationConfig::default();
@@ -47,10 +50,13 @@ pub(crate) fn build(config: &RuntimeConfig, max_memory: u64) -> anyhow::Result<(
             Err(e) if config.pooling == Pooling::Auto => {
                 tracing::warn!("pooling allocator unavailable ({e:#}); using on-demand allocation");
             }
-            Err(e) => anyhow::bail!("runtime.pooling = \"on\" but the pooling allocator failed: {e:#}"),
+            Err(e) => {
+                anyhow::bail!("runtime.pooling = \"on\" but the pooling allocator failed: {e:#}")
+            }
         }
     }
-    let engine = Engine::new(&base_config()).map_err(|e| anyhow::anyhow!("cannot create the wasm engine: {e:#}"))?;
+    let engine = Engine::new(&base_config())
+        .map_err(|e| anyhow::anyhow!("cannot create the wasm engine: {e:#}"))?;
     Ok((engine, Allocator::OnDemand))
 }
 

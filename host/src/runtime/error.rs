@@ -9,19 +9,40 @@ use super::bindings::resource::kiln::plugin::types::PluginError;
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error("plugin '{plugin}': cannot read {path}: {message}")]
-    Read { plugin: String, path: String, message: String },
+    Read {
+        plugin: String,
+        path: String,
+        message: String,
+    },
     #[error("plugin '{plugin}' ({origin}) is not a WebAssembly component: {message}")]
-    NotAComponent { plugin: String, origin: String, message: String },
+    NotAComponent {
+        plugin: String,
+        origin: String,
+        message: String,
+    },
     #[error(
         "plugin '{plugin}' ({origin}) was built for kiln:plugin@{found}, but this host speaks \
          kiln:plugin@{supported} and the two are incompatible; rebuild the plugin against this \
          release's wit/"
     )]
-    IncompatibleContract { plugin: String, origin: String, found: String, supported: String },
+    IncompatibleContract {
+        plugin: String,
+        origin: String,
+        found: String,
+        supported: String,
+    },
     #[error("plugin '{plugin}' ({origin}) does not fit the contract: {message}")]
-    Contract { plugin: String, origin: String, message: String },
+    Contract {
+        plugin: String,
+        origin: String,
+        message: String,
+    },
     #[error("plugin '{plugin}' ({origin}): {message}")]
-    Compile { plugin: String, origin: String, message: String },
+    Compile {
+        plugin: String,
+        origin: String,
+        message: String,
+    },
     #[error("plugin '{plugin}' ({origin}): describe failed: {source}")]
     Describe {
         plugin: String,
@@ -81,7 +102,9 @@ impl fmt::Display for Fault {
                 requested.div_ceil(1 << 20),
                 limit >> 20
             )?,
-            FaultCause::CpuTime { limit_ms } => write!(f, "CPU time limit of {limit_ms} ms exceeded")?,
+            FaultCause::CpuTime { limit_ms } => {
+                write!(f, "CPU time limit of {limit_ms} ms exceeded")?
+            }
             FaultCause::Timeout { limit_ms } => write!(f, "timed out after {limit_ms} ms")?,
             FaultCause::BadOutput(m) => write!(f, "broke the contract: {m}")?,
             FaultCause::WrongWorld(m) => write!(f, "{m}")?,

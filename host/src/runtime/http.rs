@@ -22,11 +22,17 @@ impl HostState {
         let max_body = plugin.limits.max_http_body_bytes as usize;
         let method = req.method.to_ascii_uppercase();
         if !METHODS.contains(&method.as_str()) {
-            return Err(HttpError::InvalidRequest(format!("unsupported method {:?}", req.method)));
+            return Err(HttpError::InvalidRequest(format!(
+                "unsupported method {:?}",
+                req.method
+            )));
         }
-        let url = Url::parse(&req.url).map_err(|e| HttpError::InvalidRequest(format!("bad URL {:?}: {e}", req.url)))?;
+        let url = Url::parse(&req.url)
+            .map_err(|e| HttpError::InvalidRequest(format!("bad URL {:?}: {e}", req.url)))?;
         if url.scheme() != "http" && url.scheme() != "https" {
-            return Err(HttpError::InvalidRequest(format!("{url}: only http and https URLs")));
+            return Err(HttpError::InvalidRequest(format!(
+                "{url}: only http and https URLs"
+            )));
         }
         // Checked before anything touches the network, so a denied request costs nothing.
         plugin
@@ -47,7 +53,9 @@ impl HostState {
             .map(|ms| Duration::from_millis(ms.into()).min(left))
             .unwrap_or(left);
         if timeout.is_zero() {
-            return Err(HttpError::Timeout(format!("{method} {url}: the call's deadline has passed")));
+            return Err(HttpError::Timeout(format!(
+                "{method} {url}: the call's deadline has passed"
+            )));
         }
 
         let method_v = reqwest::Method::from_bytes(method.as_bytes()).expect("checked above");
@@ -62,7 +70,11 @@ impl HostState {
             .build()
             .map_err(|e| HttpError::InvalidRequest(format!("{method} {url}: {e}")))?;
 
-        let mut resp = plugin.http.execute(request).await.map_err(|e| map_error(&method, &url, e))?;
+        let mut resp = plugin
+            .http
+            .execute(request)
+            .await
+            .map_err(|e| map_error(&method, &url, e))?;
         let status = resp.status().as_u16();
         let headers = resp
             .headers()
@@ -76,18 +88,28 @@ impl HostState {
             return Err(too_large(&method, &url, max_body));
         }
         let mut body = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(|e| map_error(&method, &url, e))? {
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| map_error(&method, &url, e))?
+        {
             if body.len() + chunk.len() > max_body {
                 return Err(too_large(&method, &url, max_body));
             }
             body.extend_from_slice(&chunk);
         }
-        Ok(Response { status, headers, body })
+        Ok(Response {
+            status,
+            headers,
+            body,
+        })
     }
 }
 
 fn too_large(method: &str, url: &Url, max: usize) -> HttpError {
-    HttpError::ResponseTooLarge(format!("{method} {url}: response body over the limit of {max} bytes"))
+    HttpError::ResponseTooLarge(format!(
+        "{method} {url}: response body over the limit of {max} bytes"
+    ))
 }
 
 fn map_error(method: &str, url: &Url, e: reqwest::Error) -> HttpError {

@@ -15,7 +15,12 @@ impl Host for HostState {
         let (stack, resource) = (self.label.stack.as_str(), self.label.resource.as_str());
         if self.log_records > MAX_RECORDS_PER_CALL {
             if self.log_records == MAX_RECORDS_PER_CALL + 1 {
-                tracing::warn!(plugin, stack, resource, "plugin logged over {MAX_RECORDS_PER_CALL} records in one call; dropping the rest");
+                tracing::warn!(
+                    plugin,
+                    stack,
+                    resource,
+                    "plugin logged over {MAX_RECORDS_PER_CALL} records in one call; dropping the rest"
+                );
             }
             return Ok(());
         }
@@ -26,11 +31,21 @@ impl Host for HostState {
         }
         let text = cut(&text, max);
         match level {
-            Level::Trace => tracing::trace!(target: "kiln::plugin", plugin, stack, resource, "{text}"),
-            Level::Debug => tracing::debug!(target: "kiln::plugin", plugin, stack, resource, "{text}"),
-            Level::Info => tracing::info!(target: "kiln::plugin", plugin, stack, resource, "{text}"),
-            Level::Warn => tracing::warn!(target: "kiln::plugin", plugin, stack, resource, "{text}"),
-            Level::Error => tracing::error!(target: "kiln::plugin", plugin, stack, resource, "{text}"),
+            Level::Trace => {
+                tracing::trace!(target: "kiln::plugin", plugin, stack, resource, "{text}")
+            }
+            Level::Debug => {
+                tracing::debug!(target: "kiln::plugin", plugin, stack, resource, "{text}")
+            }
+            Level::Info => {
+                tracing::info!(target: "kiln::plugin", plugin, stack, resource, "{text}")
+            }
+            Level::Warn => {
+                tracing::warn!(target: "kiln::plugin", plugin, stack, resource, "{text}")
+            }
+            Level::Error => {
+                tracing::error!(target: "kiln::plugin", plugin, stack, resource, "{text}")
+            }
         }
         Ok(())
     }

@@ -22,9 +22,12 @@ use wasmtime::component::{HasSelf, Linker};
 pub use bindings::CONTRACT_VERSION;
 pub use bindings::policy::exports::kiln::plugin::policy::{Decision, Failure};
 pub use bindings::resource::exports::kiln::plugin::provider::{
-    AttributeSchema, Bounds, Constraint, Current, PluginInfo, PropertySchema, PropertyType, TypeSchema,
+    AttributeSchema, Bounds, Constraint, Current, PluginInfo, PropertySchema, PropertyType,
+    TypeSchema,
 };
-pub use bindings::resource::kiln::plugin::types::{CallContext, ErrorInfo, Operation, PluginError, ThrottledInfo};
+pub use bindings::resource::kiln::plugin::types::{
+    CallContext, ErrorInfo, Operation, PluginError, ThrottledInfo,
+};
 pub use cache::CacheOutcome;
 pub use engine::Allocator;
 pub use error::{CallError, Fault, FaultCause, LoadError};
@@ -57,7 +60,8 @@ impl PluginRuntime {
     pub fn new(config: &RuntimeConfig, max_memory_mib: u64) -> anyhow::Result<Self> {
         let (engine, allocator) = engine::build(config, max_memory_mib << 20)?;
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|e| anyhow::anyhow!("{e:#}"))?;
         // The resource world's imports (log, http) are a superset of the policy world's (log).
         bindings::resource::ResourcePlugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
             .map_err(|e| anyhow::anyhow!("{e:#}"))?;

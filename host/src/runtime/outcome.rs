@@ -34,7 +34,9 @@ pub enum UpdateOutcome {
     Done(Done),
     Pending(Pending),
     /// The plugin cannot apply the change in place.
-    Replace { reason: String },
+    Replace {
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -59,13 +61,19 @@ pub(crate) struct OutputCheck {
 
 impl OutputCheck {
     pub(crate) fn new(max: u64) -> Self {
-        Self { max: max as usize, used: 0 }
+        Self {
+            max: max as usize,
+            used: 0,
+        }
     }
 
     fn count(&mut self, what: &str, len: usize) -> Result<(), String> {
         self.used += len;
         if self.used > self.max {
-            return Err(format!("output over the limit of {} bytes (at {what})", self.max));
+            return Err(format!(
+                "output over the limit of {} bytes (at {what})",
+                self.max
+            ));
         }
         Ok(())
     }
@@ -82,7 +90,10 @@ impl OutputCheck {
         match self.json(what, text)? {
             Value::Null => Ok(Map::new()),
             Value::Object(m) => Ok(m),
-            other => Err(format!("{what} must be a JSON object, got {}", kind(&other))),
+            other => Err(format!(
+                "{what} must be a JSON object, got {}",
+                kind(&other)
+            )),
         }
     }
 
@@ -109,7 +120,10 @@ impl OutputCheck {
         })
     }
 
-    pub(crate) fn update_outcome(&mut self, o: wit::UpdateOutcome) -> Result<UpdateOutcome, String> {
+    pub(crate) fn update_outcome(
+        &mut self,
+        o: wit::UpdateOutcome,
+    ) -> Result<UpdateOutcome, String> {
         Ok(match o {
             wit::UpdateOutcome::Done(d) => UpdateOutcome::Done(self.done(d)?),
             wit::UpdateOutcome::Pending(p) => UpdateOutcome::Pending(self.pending(p)?),
@@ -146,5 +160,17 @@ fn kind(v: &Value) -> &'static str {
         Value::String(_) => "a string",
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
+    }
+}
+
+impl super::Operation {
+    /// The operation as a stable word: create, update, delete, check.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            super::Operation::Create => "create",
+            super::Operation::Update => "update",
+            super::Operation::Delete => "delete",
+            super::Operation::Check => "check",
+        }
     }
 }

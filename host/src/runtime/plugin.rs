@@ -16,7 +16,7 @@ use super::bindings::{CONTRACT_VERSION, policy::exports::kiln::plugin::policy as
 use super::engine::TICK;
 use super::error::{CallError, Fault, FaultCause, LoadError};
 use super::host_state::{CallLabel, HostState, Stop};
-use super::outcome::{CheckReport, OutputCheck, Outcome, UpdateOutcome};
+use super::outcome::{CheckReport, Outcome, OutputCheck, UpdateOutcome};
 use super::{CacheOutcome, CallContext, Current, PluginError, PluginInfo, RuntimeInner};
 use crate::allow_list::AllowList;
 use crate::config::Limits;
@@ -26,7 +26,10 @@ use crate::config::Limits;
 pub enum Source {
     File(PathBuf),
     /// In-memory bytes (bundled plugins); `origin` names them in messages.
-    Bytes { origin: String, bytes: Arc<[u8]> },
+    Bytes {
+        origin: String,
+        bytes: Arc<[u8]>,
+    },
 }
 
 /// What to load and how to run it.
@@ -81,7 +84,10 @@ pub struct Plugin {
     exports: Arc<Vec<String>>,
 }
 
-pub(crate) async fn load(runtime: Arc<RuntimeInner>, spec: PluginSpec) -> Result<Plugin, LoadError> {
+pub(crate) async fn load(
+    runtime: Arc<RuntimeInner>,
+    spec: PluginSpec,
+) -> Result<Plugin, LoadError> {
     let plugin = spec.name.clone();
     let (origin, bytes): (String, Arc<[u8]>) = match &spec.source {
         Source::File(path) => {
@@ -123,7 +129,8 @@ pub(crate) async fn load(runtime: Arc<RuntimeInner>, spec: PluginSpec) -> Result
             })?
     };
 
-    let (world, contract, imports, exports) = check_contract(&runtime.engine, &component, &plugin, &origin)?;
+    let (world, contract, imports, exports) =
+        check_contract(&runtime.engine, &component, &plugin, &origin)?;
     let contract_err = |message: String| LoadError::Contract {
         plugin: plugin.clone(),
         origin: origin.clone(),
@@ -137,9 +144,9 @@ pub(crate) async fn load(runtime: Arc<RuntimeInner>, spec: PluginSpec) -> Result
         World::ResourcePlugin => Pre::Resource(
             ResourcePluginPre::new(instance_pre).map_err(|e| contract_err(format!("{e:#}")))?,
         ),
-        World::RetryPolicy => {
-            Pre::Policy(RetryPolicyPre::new(instance_pre).map_err(|e| contract_err(format!("{e:#}")))?)
-        }
+        World::RetryPolicy => Pre::Policy(
+            RetryPolicyPre::new(instance_pre).map_err(|e| contract_err(format!("{e:#}")))?,
+        ),
     };
     let shared = Arc::new(PluginShared {
         name: plugin.clone(),
@@ -203,7 +210,9 @@ fn check_contract(
         found = Some((world, version.to_string()));
     }
     for name in &imports {
-        if let Some(("kiln:plugin/log" | "kiln:plugin/http" | "kiln:plugin/types", v)) = name.split_once('@') {
+        if let Some(("kiln:plugin/log" | "kiln:plugin/http" | "kiln:plugin/types", v)) =
+            name.split_once('@')
+        {
             if !compatible(v) {
                 return Err(incompatible(v));
             }
@@ -221,7 +230,11 @@ fn check_contract(
             origin: origin.into(),
             message: format!(
                 "it exports neither kiln:plugin/provider nor kiln:plugin/policy (exports: {})",
-                if exports.is_empty() { "none".to_string() } else { exports.join(", ") }
+                if exports.is_empty() {
+                    "none".to_string()
+                } else {
+                    exports.join(", ")
+                }
             ),
         });
     };
@@ -251,12 +264,18 @@ fn check_info(info: &PluginInfo) -> Result<(), String> {
         let mut seen = std::collections::HashSet::new();
         for p in &t.properties {
             if !seen.insert(p.name.as_str()) {
-                return Err(format!("type {}: property `{}` is listed twice", t.type_name, p.name));
+                return Err(format!(
+                    "type {}: property `{}` is listed twice",
+                    t.type_name, p.name
+                ));
             }
             if let Some(d) = &p.default
                 && serde_json::from_str::<Value>(d).is_err()
             {
-                return Err(format!("type {}: default of `{}` is not valid JSON", t.type_name, p.name));
+                return Err(format!(
+                    "type {}: default of `{}` is not valid JSON",
+                    t.type_name, p.name
+                ));
             }
         }
     }
@@ -268,7 +287,9 @@ fn json_text(v: &Value) -> String {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// A fresh, limited store for one call. Returns the store and the wall-clock limit.
@@ -279,7 +300,12 @@ fn new_store(plugin: &Plugin, label: CallLabel, limit: Duration) -> Store<HostSt
         HostState::new(plugin.shared.clone(), label, Instant::now() + limit),
     );
     store.limiter(|s| s);
-    let cpu_ticks = plugin.shared.limits.cpu_time_ms.div_ceil(TICK.as_millis() as u64).max(1);
+    let cpu_ticks = plugin
+        .shared
+        .limits
+        .cpu_time_ms
+        .div_ceil(TICK.as_millis() as u64)
+        .max(1);
     let cpu_limit_ms = plugin.shared.limits.cpu_time_ms;
     store.set_epoch_deadline(1);
     // Each tick spent in wasm counts toward the CPU limit; between ticks the call yields so a
@@ -288,7 +314,9 @@ fn new_store(plugin: &Plugin, label: CallLabel, limit: Duration) -> Store<HostSt
         let state = cx.data_mut();
         state.cpu_ticks += 1;
         if state.cpu_ticks > cpu_ticks {
-            state.stop = Some(Stop::Cpu { limit_ms: cpu_limit_ms });
+            state.stop = Some(Stop::Cpu {
+                limit_ms: cpu_limit_ms,
+            });
             return Err(wasmtime::format_err!("CPU time limit exceeded"));
         }
         Ok(UpdateDeadline::Yield(1))
@@ -375,7 +403,13 @@ impl Plugin {
         f: impl AsyncFnOnce(&ResourcePlugin, &mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> Result<R, CallError> {
         let Pre::Resource(pre) = &*self.pre else {
-            return Err(self.fault(function, FaultCause::WrongWorld(format!("{function} needs a resource plugin; this is a retry policy")), String::new()));
+            return Err(self.fault(
+                function,
+                FaultCause::WrongWorld(format!(
+                    "{function} needs a resource plugin; this is a retry policy"
+                )),
+                String::new(),
+            ));
         };
         let _slot = self.runtime.slots.acquire().await.expect("never closed");
         let mut store = new_store(self, label, limit);
@@ -393,7 +427,13 @@ impl Plugin {
         f: impl AsyncFnOnce(&RetryPolicy, &mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> Result<R, CallError> {
         let Pre::Policy(pre) = &*self.pre else {
-            return Err(self.fault(function, FaultCause::WrongWorld(format!("{function} needs a retry policy; this is a resource plugin")), String::new()));
+            return Err(self.fault(
+                function,
+                FaultCause::WrongWorld(format!(
+                    "{function} needs a retry policy; this is a resource plugin"
+                )),
+                String::new(),
+            ));
         };
         let limit = Duration::from_millis(self.shared.limits.call_timeout_ms);
         let _slot = self.runtime.slots.acquire().await.expect("never closed");
@@ -452,9 +492,13 @@ impl Plugin {
         r: Result<W, PluginError>,
         convert: impl FnOnce(&mut OutputCheck, W) -> Result<T, String>,
     ) -> Result<T, CallError> {
-        let w = r.map_err(|e| CallError::Plugin(capped(e, self.shared.limits.max_log_bytes as usize)))?;
-        convert(&mut OutputCheck::new(self.shared.limits.max_output_bytes), w)
-            .map_err(|m| self.fault(function, FaultCause::BadOutput(m), String::new()))
+        let w =
+            r.map_err(|e| CallError::Plugin(capped(e, self.shared.limits.max_log_bytes as usize)))?;
+        convert(
+            &mut OutputCheck::new(self.shared.limits.max_output_bytes),
+            w,
+        )
+        .map_err(|m| self.fault(function, FaultCause::BadOutput(m), String::new()))
     }
 
     /// `describe`: the types this plugin serves.
@@ -466,7 +510,11 @@ impl Plugin {
         .await
     }
 
-    pub async fn create(&self, ctx: &CallContext, properties: &Value) -> Result<Outcome, CallError> {
+    pub async fn create(
+        &self,
+        ctx: &CallContext,
+        properties: &Value,
+    ) -> Result<Outcome, CallError> {
         let mut ctx = ctx.clone();
         let limit = self.deadline(&mut ctx);
         let props = json_text(properties);
@@ -490,43 +538,66 @@ impl Plugin {
         let (old, new) = (json_text(old_properties), json_text(new_properties));
         let r = self
             .run_resource("update", label(&ctx), limit, async |p, s| {
-                p.kiln_plugin_provider().call_update(s, &ctx, current, &old, &new).await
+                p.kiln_plugin_provider()
+                    .call_update(s, &ctx, current, &old, &new)
+                    .await
             })
             .await?;
         self.output("update", r, |c, o| c.update_outcome(o))
     }
 
-    pub async fn delete(&self, ctx: &CallContext, current: &Current, properties: &Value) -> Result<Outcome, CallError> {
+    pub async fn delete(
+        &self,
+        ctx: &CallContext,
+        current: &Current,
+        properties: &Value,
+    ) -> Result<Outcome, CallError> {
         let mut ctx = ctx.clone();
         let limit = self.deadline(&mut ctx);
         let props = json_text(properties);
         let r = self
             .run_resource("delete", label(&ctx), limit, async |p, s| {
-                p.kiln_plugin_provider().call_delete(s, &ctx, current, &props).await
+                p.kiln_plugin_provider()
+                    .call_delete(s, &ctx, current, &props)
+                    .await
             })
             .await?;
         self.output("delete", r, |c, o| c.outcome(o))
     }
 
-    pub async fn check(&self, ctx: &CallContext, current: &Current, properties: &Value) -> Result<CheckReport, CallError> {
+    pub async fn check(
+        &self,
+        ctx: &CallContext,
+        current: &Current,
+        properties: &Value,
+    ) -> Result<CheckReport, CallError> {
         let mut ctx = ctx.clone();
         let limit = self.deadline(&mut ctx);
         let props = json_text(properties);
         let r = self
             .run_resource("check", label(&ctx), limit, async |p, s| {
-                p.kiln_plugin_provider().call_check(s, &ctx, current, &props).await
+                p.kiln_plugin_provider()
+                    .call_check(s, &ctx, current, &props)
+                    .await
             })
             .await?;
         self.output("check", r, |c, o| c.check_report(o))
     }
 
-    pub async fn poll(&self, ctx: &CallContext, properties: &Value, state: &Value) -> Result<Outcome, CallError> {
+    pub async fn poll(
+        &self,
+        ctx: &CallContext,
+        properties: &Value,
+        state: &Value,
+    ) -> Result<Outcome, CallError> {
         let mut ctx = ctx.clone();
         let limit = self.deadline(&mut ctx);
         let (props, state) = (json_text(properties), json_text(state));
         let r = self
             .run_resource("poll", label(&ctx), limit, async |p, s| {
-                p.kiln_plugin_provider().call_poll(s, &ctx, &props, &state).await
+                p.kiln_plugin_provider()
+                    .call_poll(s, &ctx, &props, &state)
+                    .await
             })
             .await?;
         self.output("poll", r, |c, o| c.outcome(o))
@@ -535,15 +606,23 @@ impl Plugin {
     /// A retry policy's check of its parameters: `Ok(Err(reason))` when it rejects them.
     pub async fn validate_params(&self, params: &Value) -> Result<Result<(), String>, CallError> {
         let params = json_text(params);
-        self.run_policy("validate", async |p, s| p.kiln_plugin_policy().call_validate(s, &params).await)
-            .await
+        self.run_policy("validate", async |p, s| {
+            p.kiln_plugin_policy().call_validate(s, &params).await
+        })
+        .await
     }
 
     /// A retry policy's decision about one failure.
-    pub async fn decide(&self, params: &Value, failure: &pol::Failure) -> Result<pol::Decision, CallError> {
+    pub async fn decide(
+        &self,
+        params: &Value,
+        failure: &pol::Failure,
+    ) -> Result<pol::Decision, CallError> {
         let params = json_text(params);
         self.run_policy("decide", async |p, s| {
-            p.kiln_plugin_policy().call_decide(s, &params, failure).await
+            p.kiln_plugin_policy()
+                .call_decide(s, &params, failure)
+                .await
         })
         .await
     }
@@ -599,4 +678,19 @@ fn calls_are_send(p: &Plugin, ctx: &CallContext, c: &Current, v: &Value, f: &pol
     send(p.update(ctx, c, v, v));
     send(p.poll(ctx, v, v));
     send(p.decide(v, f));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::compatible;
+
+    #[test]
+    fn contract_versions_follow_semver() {
+        assert!(compatible("0.1.0"));
+        assert!(compatible("0.1.7"));
+        assert!(!compatible("0.2.0"), "0.x minors are breaking");
+        assert!(!compatible("1.0.0"));
+        assert!(!compatible("9.0.0"));
+        assert!(!compatible("garbage"));
+    }
 }
