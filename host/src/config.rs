@@ -11,11 +11,65 @@ use crate::allow_list::AllowList;
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
+    pub database: DatabaseConfig,
+    pub engine: EngineConfig,
     pub runtime: RuntimeConfig,
     /// `[limits]`: defaults for every plugin call.
     pub limits: Limits,
     /// `[plugins.NAME]`: a component file, or settings for a bundled plugin of that name.
     pub plugins: BTreeMap<String, PluginConfig>,
+}
+
+/// Where the store lives.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `sqlite://PATH` (the embedded default: `$XDG_DATA_HOME/kiln/kiln.db`, or
+    /// `~/.local/share/kiln/kiln.db`) or `postgres://USER@HOST:PORT/DB`. `KILN_DATABASE_URL`
+    /// overrides it.
+    pub url: Option<String>,
+}
+
+impl DatabaseConfig {
+    pub fn url(&self) -> String {
+        if let Ok(url) = std::env::var("KILN_DATABASE_URL") {
+            return url;
+        }
+        if let Some(url) = &self.url {
+            return url.clone();
+        }
+        let base = std::env::var_os("XDG_DATA_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+            .unwrap_or_else(|| PathBuf::from(".kiln"));
+        format!("sqlite://{}", base.join("kiln").join("kiln.db").display())
+    }
+}
+
+/// How an engine process works through jobs.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineConfig {
+    /// Jobs one engine process works on at once.
+    pub workers: u32,
+    /// Jobs of one stack running at once, over all engines.
+    pub max_concurrent_per_stack: u32,
+    /// How long a claimed job stays this engine's without a heartbeat; after that (on the
+    /// database's clock) another engine takes it over.
+    pub lease_ms: u64,
+    /// How often an idle engine looks for due jobs (new work in this process wakes it at once).
+    pub poll_interval_ms: u64,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            workers: 16,
+            max_concurrent_per_stack: 64,
+            lease_ms: 15_000,
+            poll_interval_ms: 200,
+        }
+    }
 }
 
 /// How the host runs plugins.
@@ -172,6 +226,62 @@ impl Config {
         Ok(config)
     }
 
+    /// Applies `KILN_<SECTION>__<KEY>=value` overrides (e.g. `KILN_ENGINE__WORKERS=4`,
+    /// `KILN_LIMITS__MEMORY_MIB=32`); values are TOML (`4`, `true`, `["a"]`) or plain strings.
+    /// An unknown section or key is an error naming the variable.
+    pub fn with_env(
+        self,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut table = toml::Table::try_from(&self).expect("a config serialises");
+        let mut applied = Vec::new();
+        for (name, value) in vars {
+            let Some(rest) = name.strip_prefix("KILN_") else {
+                continue;
+            };
+            let Some((section, key)) = rest.split_once("__") else {
+                continue;
+            };
+            let err = |message: String| ConfigError {
+                path: format!("environment variable {name}"),
+                message,
+            };
+            let section = section.to_ascii_lowercase();
+            if !["database", "engine", "runtime", "limits"].contains(&section.as_str()) {
+                return Err(err(format!(
+                    "unknown section `{section}` (database, engine, runtime, limits)"
+                )));
+            }
+            let parsed = toml::from_str::<toml::Table>(&format!("v = {value}"))
+                .ok()
+                .and_then(|mut t| t.remove("v"))
+                .unwrap_or_else(|| toml::Value::String(value.clone()));
+            let entry = table
+                .entry(section)
+                .or_insert_with(|| toml::Value::Table(Default::default()));
+            if let toml::Value::Table(t) = entry {
+                t.insert(key.to_ascii_lowercase(), parsed);
+            }
+            applied.push(name);
+        }
+        if applied.is_empty() {
+            return Ok(self);
+        }
+        let origin = format!("environment ({})", applied.join(", "));
+        let config: Config =
+            toml::Value::Table(table)
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError {
+                    path: origin.clone(),
+                    message: e.to_string().trim_end().to_string(),
+                })?;
+        config.check().map_err(|message| ConfigError {
+            path: origin,
+            message,
+        })?;
+        Ok(config)
+    }
+
     fn check(&self) -> Result<(), String> {
         let l = &self.limits;
         for (key, value) in [
@@ -182,6 +292,13 @@ impl Config {
                 "runtime.max_concurrent_calls",
                 self.runtime.max_concurrent_calls as u64,
             ),
+            ("engine.workers", self.engine.workers as u64),
+            (
+                "engine.max_concurrent_per_stack",
+                self.engine.max_concurrent_per_stack as u64,
+            ),
+            ("engine.lease_ms", self.engine.lease_ms),
+            ("engine.poll_interval_ms", self.engine.poll_interval_ms),
         ] {
             if value == 0 {
                 return Err(format!("{key} must be greater than 0"));
@@ -235,6 +352,44 @@ mod tests {
         let err =
             Config::parse("[plugins.web]\nallow_http = [\"ftp://x\"]\n", "k.toml").unwrap_err();
         assert!(err.to_string().contains("plugins.web.allow_http"), "{err}");
+    }
+
+    #[test]
+    fn environment_overrides_keys_and_rejects_unknown_ones() {
+        let env = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<Vec<_>>()
+        };
+        let c = Config::default()
+            .with_env(env(&[
+                ("KILN_ENGINE__WORKERS", "3"),
+                ("KILN_LIMITS__MEMORY_MIB", "32"),
+                ("KILN_DATABASE__URL", "sqlite:///tmp/x.db"),
+                ("PATH", "/bin"),
+            ]))
+            .unwrap();
+        assert_eq!((c.engine.workers, c.limits.memory_mib), (3, 32));
+        assert_eq!(c.database.url.as_deref(), Some("sqlite:///tmp/x.db"));
+        let err = Config::default()
+            .with_env(env(&[("KILN_ENGINE__WORKRES", "3")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("KILN_ENGINE__WORKRES") && err.contains("workres"),
+            "{err}"
+        );
+        let err = Config::default()
+            .with_env(env(&[("KILN_ENGNE__WORKERS", "3")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("KILN_ENGNE__WORKERS"), "{err}");
+        let err = Config::default()
+            .with_env(env(&[("KILN_ENGINE__WORKERS", "0")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("engine.workers"), "{err}");
     }
 
     #[test]

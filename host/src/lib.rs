@@ -4,8 +4,11 @@
 pub mod allow_list;
 pub mod cli;
 pub mod config;
+pub mod engine;
 pub mod registry;
 pub mod runtime;
+pub mod store;
+pub mod template;
 
 /// Paths of the plugins built by `host/build.rs`, and the bytes of the bundled ones.
 pub mod artifacts {

@@ -1,7 +1,9 @@
 //! The `kiln` command line.
 
 mod plugin;
+mod stack;
 mod table;
+mod validate;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -18,6 +20,10 @@ pub mod exit {
     pub const BAD_INPUT: u8 = 2;
     /// A plugin could not be loaded, or its call broke down (trap, limit, timeout).
     pub const PLUGIN_FAULT: u8 = 3;
+    /// Another action is in progress on the stack (or the name is taken).
+    pub const CONFLICT: u8 = 4;
+    /// No such stack or resource.
+    pub const NOT_FOUND: u8 = 5;
 }
 
 #[derive(Parser)]
@@ -39,6 +45,16 @@ enum Command {
     /// Resource-type and retry-policy plugins.
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
+    /// Check a template (with environments and parameters) and report every error.
+    Validate(validate::ValidateArgs),
+    /// Stacks: create, delete, list, show, events, outputs.
+    #[command(subcommand)]
+    Stack(stack::StackCommand),
+    /// A stack's resources.
+    #[command(subcommand)]
+    Resource(stack::ResourceCommand),
+    /// Run an engine: work through every stack's jobs until interrupted.
+    Engine,
 }
 
 #[derive(Clone, Copy, Default, ValueEnum)]
@@ -64,10 +80,14 @@ impl Failure {
 }
 
 pub async fn run(cli: Cli) -> ExitCode {
-    let result = match cli.command {
-        Command::Plugin(cmd) => match load_config(cli.config.as_deref()) {
-            Ok(config) => plugin::run(cmd, &config).await,
-            Err(f) => Err(f),
+    let result = match load_config(cli.config.as_deref()) {
+        Err(f) => Err(f),
+        Ok(config) => match cli.command {
+            Command::Plugin(cmd) => plugin::run(cmd, &config).await,
+            Command::Validate(args) => validate::run(args, &config).await,
+            Command::Stack(cmd) => stack::run_stack(cmd, &config).await,
+            Command::Resource(cmd) => stack::run_resource(cmd, &config).await,
+            Command::Engine => stack::run_engine(&config).await,
         },
     };
     match result {
@@ -81,11 +101,12 @@ pub async fn run(cli: Cli) -> ExitCode {
 
 fn load_config(path: Option<&std::path::Path>) -> Result<Config, Failure> {
     let bad = |e: crate::config::ConfigError| Failure::new(exit::BAD_INPUT, e);
-    match path {
-        Some(p) => Config::load(p).map_err(bad),
+    let config = match path {
+        Some(p) => Config::load(p).map_err(bad)?,
         None if std::path::Path::new("kiln.toml").exists() => {
-            Config::load("kiln.toml".as_ref()).map_err(bad)
+            Config::load("kiln.toml".as_ref()).map_err(bad)?
         }
-        None => Ok(Config::default()),
-    }
+        None => Config::default(),
+    };
+    config.with_env(std::env::vars()).map_err(bad)
 }

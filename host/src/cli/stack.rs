@@ -1,0 +1,529 @@
+//! `kiln stack ...`, `kiln resource ...` and `kiln engine`, in embedded mode: the engine runs in
+//! this process against the configured database (SQLite by default), and a waiting command
+//! works through jobs until its stack's action ends.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+use super::table::render;
+use super::validate::key_value;
+use super::{Failure, Format, exit};
+use crate::config::Config;
+use crate::engine::{Engine, Sources};
+use crate::registry::PluginSet;
+use crate::store::{EventRow, ResourceRow, StackRow, Store, StoreError, format_ms};
+use crate::template::{self, Resolver, SourceFile};
+
+#[derive(Subcommand)]
+pub enum StackCommand {
+    /// Create a stack from a template and wait for it (with live progress).
+    Create {
+        name: String,
+        #[command(flatten)]
+        template: TemplateArgs,
+        /// Return once the stack is stored; `kiln engine` (or any waiting command) does the work.
+        #[arg(long)]
+        no_wait: bool,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Delete a stack (dependents first) and wait for it.
+    Delete {
+        name: String,
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// List stacks.
+    List {
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Show a stack: status, reason, resource counts, outputs.
+    Show {
+        name: String,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// A stack's events, oldest first.
+    Events {
+        name: String,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// A stack's outputs, resolved from its resources now.
+    Outputs {
+        name: String,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ResourceCommand {
+    /// A stack's resources.
+    List {
+        stack: String,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// One resource, with its attributes.
+    Show {
+        stack: String,
+        resource: String,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+}
+
+#[derive(Args)]
+pub struct TemplateArgs {
+    /// The HOT template (YAML or JSON).
+    #[arg(long, short = 't')]
+    template: PathBuf,
+    /// Environment files, applied in order (later ones override earlier ones).
+    #[arg(long = "environment", short = 'e')]
+    environments: Vec<PathBuf>,
+    /// A parameter value, KEY=VALUE; repeatable. Overrides the environments.
+    #[arg(long = "parameter", short = 'P', value_parser = key_value)]
+    parameters: Vec<(String, String)>,
+}
+
+fn store_failure(e: StoreError) -> Failure {
+    let code = match e {
+        StoreError::StackNotFound(_) => exit::NOT_FOUND,
+        StoreError::ActionInProgress { .. } | StoreError::StackExists(_) => exit::CONFLICT,
+        _ => exit::FAILED,
+    };
+    Failure::new(code, e)
+}
+
+async fn open(config: &Config) -> Result<Store, Failure> {
+    let url = config.database.url();
+    Store::open(&url)
+        .await
+        .map_err(|e| Failure::new(exit::FAILED, format!("cannot open the database {url}: {e}")))
+}
+
+async fn engine(config: &Config) -> Result<Engine, Failure> {
+    let store = open(config).await?;
+    let plugins = PluginSet::load(config)
+        .await
+        .map_err(|e| Failure::new(exit::PLUGIN_FAULT, format!("{e:#}")))?;
+    Ok(Engine::new(store, Arc::new(plugins), config.engine.clone()))
+}
+
+pub async fn run_stack(cmd: StackCommand, config: &Config) -> Result<(), Failure> {
+    match cmd {
+        StackCommand::Create {
+            name,
+            template,
+            no_wait,
+            format,
+        } => {
+            let engine = engine(config).await?;
+            let (stack, sources) = load_template(&template, engine.plugins())?;
+            let row = engine
+                .create_stack(&name, &stack, &sources)
+                .await
+                .map_err(store_failure)?;
+            if no_wait {
+                println!("{} {}_{} (id {})", row.name, row.action, row.status, row.id);
+                return Ok(());
+            }
+            let row = wait(&engine, &row).await?;
+            print_outputs(engine.store(), &row, format).await?;
+            finished(&row)
+        }
+        StackCommand::Delete { name, no_wait } => {
+            let engine = engine(config).await?;
+            let row = engine.delete_stack(&name).await.map_err(store_failure)?;
+            if no_wait {
+                println!("{} {}_{}", row.name, row.action, row.status);
+                return Ok(());
+            }
+            finished(&wait(&engine, &row).await?)
+        }
+        StackCommand::List { format } => {
+            let stacks = open(config)
+                .await?
+                .list_stacks()
+                .await
+                .map_err(store_failure)?;
+            match format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&stacks).unwrap()),
+                Format::Table => {
+                    let rows: Vec<Vec<String>> = stacks
+                        .iter()
+                        .map(|s| {
+                            vec![
+                                s.name.clone(),
+                                format!("{}_{}", s.action, s.status),
+                                format_ms(s.updated_at),
+                                s.id.clone(),
+                            ]
+                        })
+                        .collect();
+                    print!("{}", render(&["NAME", "STATUS", "UPDATED", "ID"], &rows));
+                }
+            }
+            Ok(())
+        }
+        StackCommand::Show { name, format } => show(&open(config).await?, &name, format).await,
+        StackCommand::Events { name, format } => {
+            let store = open(config).await?;
+            let row = store.find_stack(&name).await.map_err(store_failure)?;
+            let events = store.events(&row.id, 0).await.map_err(store_failure)?;
+            match format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&events).unwrap()),
+                Format::Table => {
+                    let rows: Vec<Vec<String>> = events.iter().map(event_cells).collect();
+                    print!(
+                        "{}",
+                        render(&["TIME", "RESOURCE", "STATUS", "REASON"], &rows)
+                    );
+                }
+            }
+            Ok(())
+        }
+        StackCommand::Outputs { name, format } => {
+            let store = open(config).await?;
+            let row = store.find_stack(&name).await.map_err(store_failure)?;
+            print_outputs(&store, &row, format).await
+        }
+    }
+}
+
+pub async fn run_resource(cmd: ResourceCommand, config: &Config) -> Result<(), Failure> {
+    let store = open(config).await?;
+    match cmd {
+        ResourceCommand::List { stack, format } => {
+            let row = store.find_stack(&stack).await.map_err(store_failure)?;
+            let resources = store.resources(&row.id).await.map_err(store_failure)?;
+            match format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&resources).unwrap()),
+                Format::Table => {
+                    let rows: Vec<Vec<String>> = resources
+                        .iter()
+                        .map(|r| {
+                            vec![
+                                r.name.clone(),
+                                r.type_name.clone(),
+                                format!("{}_{}", r.action, r.status),
+                                r.physical_id.clone().unwrap_or_default(),
+                                r.status_reason.clone(),
+                            ]
+                        })
+                        .collect();
+                    print!(
+                        "{}",
+                        render(&["NAME", "TYPE", "STATUS", "PHYSICAL ID", "REASON"], &rows)
+                    );
+                }
+            }
+            Ok(())
+        }
+        ResourceCommand::Show {
+            stack,
+            resource,
+            format,
+        } => {
+            let row = store.find_stack(&stack).await.map_err(store_failure)?;
+            let found = store
+                .resources_named(&row.id, &[resource.as_str()])
+                .await
+                .map_err(store_failure)?;
+            let Some(r) = found.into_iter().next() else {
+                return Err(Failure::new(
+                    exit::NOT_FOUND,
+                    format!("stack '{}' has no resource '{resource}'", row.name),
+                ));
+            };
+            match format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&r).unwrap()),
+                Format::Table => {
+                    println!("name:        {}", r.name);
+                    println!("type:        {}", r.type_name);
+                    println!("status:      {}_{}", r.action, r.status);
+                    println!("reason:      {}", r.status_reason);
+                    println!("physical id: {}", r.physical_id.as_deref().unwrap_or(""));
+                    println!("updated:     {}", format_ms(r.updated_at));
+                    if let Some(Value::Object(attrs)) = &r.attributes {
+                        let rows: Vec<Vec<String>> = attrs
+                            .iter()
+                            .map(|(k, v)| vec![k.clone(), cell(v)])
+                            .collect();
+                        print!("{}", render(&["ATTRIBUTE", "VALUE"], &rows));
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// `kiln engine`: work through jobs until interrupted (SIGINT/SIGTERM).
+pub async fn run_engine(config: &Config) -> Result<(), Failure> {
+    let engine = engine(config).await?;
+    let (stop_tx, stop) = watch::channel(false);
+    eprintln!(
+        "engine {} working on {} (Ctrl-C to stop)",
+        engine.id(),
+        config.database.url()
+    );
+    let running = tokio::spawn({
+        let engine = engine.clone();
+        async move { engine.run(stop).await }
+    });
+    shutdown_signal().await;
+    let _ = stop_tx.send(true);
+    let _ = running.await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// Validates the template files and keeps what they were, for the stack's record.
+fn load_template(
+    args: &TemplateArgs,
+    plugins: &PluginSet,
+) -> Result<(template::Stack, Sources), Failure> {
+    let read = |p: &PathBuf| {
+        SourceFile::read(p)
+            .map_err(|e| Failure::new(exit::BAD_INPUT, format!("cannot read {}: {e}", p.display())))
+    };
+    let file = read(&args.template)?;
+    let environments = args
+        .environments
+        .iter()
+        .map(read)
+        .collect::<Result<Vec<_>, _>>()?;
+    let stack =
+        template::validate(&file, &environments, &args.parameters, plugins).map_err(|errors| {
+            let mut text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+            let s = if errors.len() == 1 { "" } else { "s" };
+            text.push(format!("{} error{s} in {}", errors.len(), file.name));
+            Failure::new(exit::BAD_INPUT, text.join("\n"))
+        })?;
+    let sources = Sources {
+        template: file.name,
+        template_text: file.text,
+        environments: environments.into_iter().map(|e| (e.name, e.text)).collect(),
+        parameters: args.parameters.clone(),
+    };
+    Ok((stack, sources))
+}
+
+/// Runs the engine in this process until the stack's action ends, showing progress: every
+/// event as a line, and on a terminal a status line with counts and current resources.
+async fn wait(engine: &Engine, row: &StackRow) -> Result<StackRow, Failure> {
+    let (stop_tx, stop) = watch::channel(false);
+    let running = tokio::spawn({
+        let engine = engine.clone();
+        async move { engine.run(stop).await }
+    });
+    let store = engine.store();
+    let tty = std::io::stderr().is_terminal();
+    let mut last_event = 0;
+    let result = loop {
+        let current = store.find_stack(&row.id).await.map_err(store_failure)?;
+        let events = store
+            .events(&row.id, last_event)
+            .await
+            .map_err(store_failure)?;
+        if tty {
+            eprint!("\r\x1b[2K");
+        }
+        for e in &events {
+            last_event = e.id;
+            if !tty || e.status == "FAILED" || e.resource.is_none() {
+                eprintln!("{}", event_cells(e).join("  "));
+            }
+        }
+        if current.status != "IN_PROGRESS" || current.traversal != row.traversal {
+            break current;
+        }
+        if tty {
+            let counts = store
+                .resource_counts(&row.id)
+                .await
+                .map_err(store_failure)?;
+            let shown: Vec<String> = counts
+                .iter()
+                .map(|(a, s, n)| format!("{n} {a}_{s}"))
+                .collect();
+            eprint!(
+                "{} {}_IN_PROGRESS: {}",
+                current.name,
+                current.action,
+                shown.join(", ")
+            );
+            let _ = std::io::stderr().flush();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let _ = stop_tx.send(true);
+    let _ = running.await;
+    Ok(result)
+}
+
+fn finished(row: &StackRow) -> Result<(), Failure> {
+    if row.status == "COMPLETE" {
+        println!("{} {}_COMPLETE", row.name, row.action);
+        Ok(())
+    } else {
+        Err(Failure::new(
+            exit::FAILED,
+            format!(
+                "{} {}_{}: {}",
+                row.name, row.action, row.status, row.status_reason
+            ),
+        ))
+    }
+}
+
+fn event_cells(e: &EventRow) -> Vec<String> {
+    vec![
+        format_ms(e.at),
+        e.resource.clone().unwrap_or_else(|| "(stack)".into()),
+        format!("{}_{}", e.action, e.status),
+        e.reason.clone(),
+    ]
+}
+
+fn cell(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        v => v.to_string(),
+    }
+}
+
+/// Output values resolved from the stored resources, or the error that prevents one.
+struct Outputs<'a> {
+    rows: Vec<ResourceRow>,
+    row: &'a StackRow,
+}
+
+impl Resolver for Outputs<'_> {
+    fn physical_id(&self, resource: &str) -> Option<String> {
+        self.rows
+            .iter()
+            .find(|r| r.name == resource && r.action == "CREATE")
+            .and_then(|r| r.physical_id.clone())
+    }
+    fn attribute(&self, resource: &str, attribute: &str) -> Option<Value> {
+        let attrs = self
+            .rows
+            .iter()
+            .find(|r| r.name == resource && r.action == "CREATE")?
+            .attributes
+            .as_ref()?;
+        if attribute == "show" {
+            Some(attrs.clone())
+        } else {
+            attrs.get(attribute).cloned()
+        }
+    }
+    fn stack_parameter(&self, name: &str) -> Option<Value> {
+        match name {
+            "OS::stack_name" => Some(json!(self.row.name)),
+            "OS::stack_id" => Some(json!(self.row.id)),
+            "OS::project_id" => Some(json!("")),
+            _ => None,
+        }
+    }
+}
+
+async fn outputs(
+    store: &Store,
+    row: &StackRow,
+) -> Result<Vec<(String, String, Result<Value, String>)>, Failure> {
+    let text = store.stack_template(&row.id).await.map_err(store_failure)?;
+    let stack: template::Stack = serde_json::from_str(&text)
+        .map_err(|e| Failure::new(exit::FAILED, format!("stored template is corrupt: {e}")))?;
+    let resolver = Outputs {
+        rows: store.resources(&row.id).await.map_err(store_failure)?,
+        row,
+    };
+    Ok(stack
+        .outputs
+        .iter()
+        .map(|o| {
+            (
+                o.name.clone(),
+                o.description.clone(),
+                stack.output(&o.name, &resolver).map_err(|e| e.to_string()),
+            )
+        })
+        .collect())
+}
+
+async fn print_outputs(store: &Store, row: &StackRow, format: Format) -> Result<(), Failure> {
+    let outs = outputs(store, row).await?;
+    match format {
+        Format::Json => {
+            let map: serde_json::Map<String, Value> = outs
+                .into_iter()
+                .map(|(k, _, v)| (k, v.unwrap_or_else(|e| json!({"error": e}))))
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&map).unwrap());
+        }
+        Format::Table if !outs.is_empty() => {
+            let rows: Vec<Vec<String>> = outs
+                .into_iter()
+                .map(|(k, d, v)| {
+                    vec![
+                        k,
+                        v.map_or_else(|e| format!("(unavailable: {e})"), |v| cell(&v)),
+                        d,
+                    ]
+                })
+                .collect();
+            print!("{}", render(&["OUTPUT", "VALUE", "DESCRIPTION"], &rows));
+        }
+        Format::Table => {}
+    }
+    Ok(())
+}
+
+async fn show(store: &Store, name: &str, format: Format) -> Result<(), Failure> {
+    let row = store.find_stack(name).await.map_err(store_failure)?;
+    let counts = store
+        .resource_counts(&row.id)
+        .await
+        .map_err(store_failure)?;
+    if let Format::Json = format {
+        let outs = outputs(store, &row).await?;
+        let doc = json!({
+            "stack": row,
+            "resources": counts.iter().map(|(a, s, n)| json!({"status": format!("{a}_{s}"), "count": n})).collect::<Vec<_>>(),
+            "outputs": outs.into_iter().map(|(k, _, v)| (k, v.unwrap_or_else(|e| json!({"error": e})))).collect::<serde_json::Map<_, _>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&doc).unwrap());
+        return Ok(());
+    }
+    println!("name:      {}", row.name);
+    println!("id:        {}", row.id);
+    println!("status:    {}_{}", row.action, row.status);
+    println!("reason:    {}", row.status_reason);
+    println!("created:   {}", format_ms(row.created_at));
+    println!("updated:   {}", format_ms(row.updated_at));
+    let shown: Vec<String> = counts
+        .iter()
+        .map(|(a, s, n)| format!("{n} {a}_{s}"))
+        .collect();
+    println!("resources: {}", shown.join(", "));
+    print_outputs(store, &row, Format::Table).await
+}

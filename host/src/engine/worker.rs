@@ -1,0 +1,270 @@
+//! Working one job: resolve the resource's properties from its dependencies in the store, call
+//! the plugin in a fresh sandbox, and record the result (done, pending or failed).
+
+use std::collections::HashMap;
+
+use serde_json::Value;
+
+use super::Engine;
+use super::plan::Plan;
+use crate::runtime::{CallContext, CallError, Current, Operation, Outcome, PluginError};
+use crate::store::{Claimed, Finish, ResourceRow, ResourceUpdate, StoreError};
+use crate::template::{DeletionPolicy, Resolver};
+
+/// Answers `get_resource`/`get_attr` from stored resources.
+struct Stored<'a> {
+    rows: HashMap<&'a str, &'a ResourceRow>,
+    plan: &'a Plan,
+}
+
+impl Resolver for Stored<'_> {
+    fn physical_id(&self, resource: &str) -> Option<String> {
+        self.rows.get(resource).and_then(|r| r.physical_id.clone())
+    }
+    fn attribute(&self, resource: &str, attribute: &str) -> Option<Value> {
+        let attrs = self.rows.get(resource)?.attributes.as_ref()?;
+        if attribute == "show" {
+            return Some(attrs.clone());
+        }
+        attrs.get(attribute).cloned()
+    }
+    fn stack_parameter(&self, name: &str) -> Option<Value> {
+        match name {
+            "OS::stack_name" => Some(Value::String(self.plan.stack_name.clone())),
+            "OS::stack_id" => Some(Value::String(self.plan.stack_id.clone())),
+            "OS::project_id" => Some(Value::String(String::new())),
+            _ => None,
+        }
+    }
+}
+
+/// What became of a job.
+enum Step {
+    Done(ResourceUpdate),
+    Failed(String),
+    Pending { delay_ms: u64, state: Value },
+}
+
+impl Engine {
+    /// Works one claimed job; true when it made new work or ended a traversal.
+    pub(super) async fn process(&self, job: Claimed) -> bool {
+        match self.process_inner(&job).await {
+            Ok(woke) => woke,
+            Err(StoreError::Fenced(id)) => {
+                tracing::warn!(
+                    job = id,
+                    "job was taken over by another engine; dropping its result"
+                );
+                false
+            }
+            Err(e) => {
+                // The lease runs out and the job is retried (here or by another engine).
+                tracing::error!(job = job.id, stack = %job.stack_id, resource = %job.resource, "job failed: {e}");
+                false
+            }
+        }
+    }
+
+    async fn process_inner(&self, job: &Claimed) -> Result<bool, StoreError> {
+        let store = &self.inner.store;
+        let row = store.find_stack(&job.stack_id).await?;
+        let plan = self.plan(&row).await?;
+        let action = if job.operation == "delete" {
+            "DELETE"
+        } else {
+            "CREATE"
+        };
+        let step = self.step(job, &plan, action).await?;
+        let engine = self.inner.id.as_str();
+        let (update, wake) = match step {
+            Step::Pending { delay_ms, state } => {
+                store
+                    .reschedule(job, engine, delay_ms as i64, Some(&state.to_string()))
+                    .await?;
+                return Ok(false);
+            }
+            Step::Done(update) => {
+                let wake = match plan.stack.resource(&job.resource) {
+                    Some(r) if action == "DELETE" => r.depends_on.clone(),
+                    Some(_) => plan.dependents(&job.resource).to_vec(),
+                    None => Vec::new(),
+                };
+                (update, wake)
+            }
+            Step::Failed(reason) => (
+                ResourceUpdate {
+                    action: action.into(),
+                    status: "FAILED".into(),
+                    reason,
+                    physical_id: None,
+                    state: None,
+                    attributes: None,
+                    properties: None,
+                },
+                Vec::new(),
+            ),
+        };
+        let update = self.keep_identity(job, update).await?;
+        let finished = store
+            .finish(
+                job,
+                engine,
+                Finish {
+                    update,
+                    wake: &wake,
+                },
+            )
+            .await?;
+        Ok(finished.scheduled > 0 || finished.traversal_done)
+    }
+
+    /// A failed create or delete keeps what the store knew of the object (its id and state),
+    /// so that a later delete or retry can still find it.
+    async fn keep_identity(
+        &self,
+        job: &Claimed,
+        mut u: ResourceUpdate,
+    ) -> Result<ResourceUpdate, StoreError> {
+        if u.status == "FAILED" {
+            let rows = self
+                .inner
+                .store
+                .resources_named(&job.stack_id, &[job.resource.as_str()])
+                .await?;
+            if let Some(r) = rows.first() {
+                u.physical_id = r.physical_id.clone();
+                u.state = r.state.clone();
+                u.attributes = r.attributes.as_ref().map(Value::to_string);
+            }
+        }
+        Ok(u)
+    }
+
+    async fn step(&self, job: &Claimed, plan: &Plan, action: &str) -> Result<Step, StoreError> {
+        let Some(res) = plan.stack.resource(&job.resource) else {
+            return Ok(Step::Failed(format!(
+                "resource {} is not in the stack's template",
+                job.resource
+            )));
+        };
+        let Some((plugin, _)) = self.inner.plugins.for_type(&res.served_type) else {
+            return Ok(Step::Failed(format!(
+                "no plugin serves the type {}",
+                res.served_type
+            )));
+        };
+        let store = &self.inner.store;
+        let engine = self.inner.id.as_str();
+        let polling = job
+            .pending_state
+            .as_ref()
+            .map(|s| serde_json::from_str::<Value>(s).unwrap_or(Value::Null));
+        let mut ctx = CallContext {
+            stack: plan.stack_name.clone(),
+            resource: job.resource.clone(),
+            resource_type: res.served_type.clone(),
+            operation: if action == "DELETE" {
+                Operation::Delete
+            } else {
+                Operation::Create
+            },
+            attempt: job.attempt as u32,
+            idempotency_key: format!(
+                "{}/{}/{}/{}",
+                plan.stack_id, job.resource, job.operation, job.traversal
+            ),
+            deadline_ms: 0,
+        };
+
+        if action == "DELETE" {
+            let rows = store
+                .resources_named(&job.stack_id, &[job.resource.as_str()])
+                .await?;
+            let Some(current) = rows.first() else {
+                return Ok(Step::Done(deleted("not found")));
+            };
+            if current.physical_id.is_none() && current.state.is_none() {
+                return Ok(Step::Done(deleted("never created")));
+            }
+            if res.deletion_policy == DeletionPolicy::Retain {
+                return Ok(Step::Done(ResourceUpdate {
+                    reason: "retained (deletion_policy: Retain)".into(),
+                    ..deleted("")
+                }));
+            }
+            if polling.is_none() {
+                store.start(job, engine, action).await?;
+            }
+            let props: Value = current
+                .properties
+                .as_deref()
+                .and_then(|p| serde_json::from_str(p).ok())
+                .unwrap_or(Value::Null);
+            let cur = Current {
+                physical_id: current.physical_id.clone().unwrap_or_default(),
+                state: current.state.clone().unwrap_or_else(|| "null".into()),
+            };
+            let result = match &polling {
+                Some(state) => plugin.poll(&ctx, &props, state).await,
+                None => plugin.delete(&ctx, &cur, &props).await,
+            };
+            return Ok(match result {
+                Ok(Outcome::Done(_)) | Err(CallError::Plugin(PluginError::NotFound(_))) => {
+                    Step::Done(deleted("state changed"))
+                }
+                Ok(Outcome::Pending(p)) => Step::Pending {
+                    delay_ms: p.poll_after_ms,
+                    state: p.state,
+                },
+                Err(e) => Step::Failed(e.to_string()),
+            });
+        }
+
+        if polling.is_none() {
+            store.start(job, engine, action).await?;
+        }
+        let deps: Vec<&str> = res.depends_on.iter().map(String::as_str).collect();
+        let rows = store.resources_named(&job.stack_id, &deps).await?;
+        let resolver = Stored {
+            rows: rows.iter().map(|r| (r.name.as_str(), r)).collect(),
+            plan,
+        };
+        let props = match plan.stack.properties(&job.resource, &resolver) {
+            Ok(p) => p,
+            Err(e) => return Ok(Step::Failed(e.to_string())),
+        };
+        ctx.operation = Operation::Create;
+        let result = match &polling {
+            Some(state) => plugin.poll(&ctx, &props, state).await,
+            None => plugin.create(&ctx, &props).await,
+        };
+        Ok(match result {
+            Ok(Outcome::Done(d)) => Step::Done(ResourceUpdate {
+                action: "CREATE".into(),
+                status: "COMPLETE".into(),
+                reason: "state changed".into(),
+                physical_id: Some(d.physical_id),
+                state: Some(d.state.to_string()),
+                attributes: Some(Value::Object(d.attributes).to_string()),
+                properties: Some(props.to_string()),
+            }),
+            Ok(Outcome::Pending(p)) => Step::Pending {
+                delay_ms: p.poll_after_ms,
+                state: p.state,
+            },
+            Err(e) => Step::Failed(e.to_string()),
+        })
+    }
+}
+
+fn deleted(reason: &str) -> ResourceUpdate {
+    ResourceUpdate {
+        action: "DELETE".into(),
+        status: "COMPLETE".into(),
+        reason: reason.into(),
+        physical_id: None,
+        state: None,
+        attributes: None,
+        properties: None,
+    }
+}

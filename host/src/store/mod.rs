@@ -1,0 +1,153 @@
+//! The store: the only coordinator between engines (DESIGN.md invariant 1). One code path for
+//! SQLite (the embedded default, WAL) and PostgreSQL (scale-out), through sqlx's Any driver;
+//! the few statements that differ (the clock, claiming) are picked by `Dialect`.
+
+mod jobs;
+mod stacks;
+
+use std::path::Path;
+use std::str::FromStr;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, AssertSqlSafe, ConnectOptions, Executor};
+
+pub use jobs::{Claimed, Finish, Finished, ResourceUpdate};
+pub use stacks::{EventRow, NewResource, NewStack, ResourceRow, StackRow, format_ms};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("stack '{0}' not found")]
+    StackNotFound(String),
+    #[error("a stack named '{0}' already exists")]
+    StackExists(String),
+    #[error("stack '{stack}' has an action in progress: {action} since {since}")]
+    ActionInProgress {
+        stack: String,
+        action: String,
+        since: String,
+    },
+    /// This engine no longer holds the job: another engine took it over, or it was cancelled.
+    #[error("lost the lease on job {0}: another engine took it over")]
+    Fenced(i64),
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("database migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A handle on the database. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    dialect: Dialect,
+}
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+impl Store {
+    /// Connects (creating a SQLite file and its directory if needed) and runs migrations.
+    pub async fn open(url: &str) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let dialect = if url.starts_with("sqlite:") {
+            Dialect::Sqlite
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Dialect::Postgres
+        } else {
+            return Err(StoreError::Corrupt(format!(
+                "unsupported database URL {url:?}: use sqlite://PATH or postgres://..."
+            )));
+        };
+        let mut url = url.to_string();
+        if dialect == Dialect::Sqlite {
+            if let Some(path) = sqlite_path(&url)
+                && let Some(dir) = Path::new(&path).parent()
+                && !dir.as_os_str().is_empty()
+            {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    StoreError::Corrupt(format!("cannot create {}: {e}", dir.display()))
+                })?;
+            }
+            if !url.contains("mode=") {
+                url += if url.contains('?') {
+                    "&mode=rwc"
+                } else {
+                    "?mode=rwc"
+                };
+            }
+        }
+        let options = AnyConnectOptions::from_str(&url)?.disable_statement_logging();
+        let pool = AnyPoolOptions::new()
+            .max_connections(if dialect == Dialect::Sqlite { 4 } else { 16 })
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if dialect == Dialect::Sqlite {
+                        // WAL lets readers run beside the writer; the busy timeout makes
+                        // concurrent writers (several processes on one file) wait, not fail.
+                        conn.execute("PRAGMA journal_mode = WAL").await?;
+                        conn.execute("PRAGMA busy_timeout = 30000").await?;
+                        conn.execute("PRAGMA synchronous = NORMAL").await?;
+                        conn.execute("PRAGMA foreign_keys = ON").await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await?;
+        match dialect {
+            Dialect::Sqlite => SQLITE_MIGRATIONS.run(&pool).await?,
+            Dialect::Postgres => POSTGRES_MIGRATIONS.run(&pool).await?,
+        }
+        Ok(Self { pool, dialect })
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// `q` with `NOW_MS` replaced by the database's clock in milliseconds: leases and due times
+    /// are judged by one clock, not by each engine's.
+    fn sql(&self, q: &'static str) -> AssertSqlSafe<String> {
+        let now = match self.dialect {
+            Dialect::Sqlite => "CAST((julianday('now') - 2440587.5) * 86400000.0 AS BIGINT)",
+            Dialect::Postgres => "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
+        };
+        AssertSqlSafe(q.replace("NOW_MS", now))
+    }
+
+    /// Starts a transaction that takes the write lock at once on SQLite, so that a transaction
+    /// which reads and then writes never fails to upgrade its lock under concurrency.
+    async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+        Ok(match self.dialect {
+            Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Dialect::Postgres => self.pool.begin().await?,
+        })
+    }
+
+    /// The database's clock, in milliseconds since the epoch.
+    pub async fn now_ms(&self) -> Result<i64> {
+        let (now,): (i64,) = sqlx::query_as(self.sql("SELECT NOW_MS"))
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(now)
+    }
+}
+
+/// The file of a `sqlite://` URL, if it names one.
+fn sqlite_path(url: &str) -> Option<String> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next()?;
+    (!path.is_empty() && path != ":memory:").then(|| path.to_string())
+}

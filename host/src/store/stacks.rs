@@ -1,0 +1,521 @@
+//! Stacks, their resources and events: starting an action (with the stack lock and the first
+//! jobs, in one transaction) and reading what engines wrote.
+
+use serde::Serialize;
+use sqlx::any::AnyRow;
+use sqlx::{AssertSqlSafe, Row};
+
+use super::{Result, Store, StoreError};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StackRow {
+    pub id: String,
+    pub name: String,
+    pub action: String,
+    pub status: String,
+    pub status_reason: String,
+    pub traversal: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ResourceRow {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub type_name: String,
+    pub action: String,
+    pub status: String,
+    pub status_reason: String,
+    pub physical_id: Option<String>,
+    #[serde(skip)]
+    pub state: Option<String>,
+    pub attributes: Option<serde_json::Value>,
+    /// The properties last applied (JSON).
+    #[serde(skip)]
+    pub properties: Option<String>,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EventRow {
+    pub id: i64,
+    pub resource: Option<String>,
+    pub action: String,
+    pub status: String,
+    pub reason: String,
+    pub physical_id: Option<String>,
+    pub engine: Option<String>,
+    pub at: i64,
+}
+
+/// A resource of a new stack.
+pub struct NewResource {
+    pub name: String,
+    pub type_name: String,
+    /// How many resources it waits for.
+    pub deps: usize,
+}
+
+pub struct NewStack {
+    pub id: String,
+    pub name: String,
+    pub template: String,
+    pub sources: String,
+    pub resources: Vec<NewResource>,
+}
+
+/// The stack's header: everything but the (large) template, which `stack_template` reads.
+const STACK_COLUMNS: &str =
+    "id, name, action, status, status_reason, traversal, created_at, updated_at";
+
+fn stack_row(r: &AnyRow) -> Result<StackRow> {
+    Ok(StackRow {
+        id: r.try_get(0)?,
+        name: r.try_get(1)?,
+        action: r.try_get(2)?,
+        status: r.try_get(3)?,
+        status_reason: r.try_get(4)?,
+        traversal: r.try_get(5)?,
+        created_at: r.try_get(6)?,
+        updated_at: r.try_get(7)?,
+    })
+}
+
+/// Rows per multi-row INSERT: well under SQLite's and PostgreSQL's bind-parameter limits.
+const CHUNK: usize = 200;
+
+impl Store {
+    /// Creates a stack and starts its CREATE traversal: resources, the lock, a job for each
+    /// resource with no dependencies, and the first event, atomically.
+    pub async fn create_stack(&self, new: &NewStack, engine: &str) -> Result<StackRow> {
+        let mut tx = self.begin().await?;
+        let exists: Option<(String,)> =
+            sqlx::query_as("SELECT id FROM stacks WHERE name = $1 AND deleted_at IS NULL")
+                .bind(&new.name)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if exists.is_some() {
+            return Err(StoreError::StackExists(new.name.clone()));
+        }
+        let ready: Vec<&str> = new
+            .resources
+            .iter()
+            .filter(|r| r.deps == 0)
+            .map(|r| r.name.as_str())
+            .collect();
+        let done = new.resources.is_empty();
+        sqlx::query(self.sql(
+            "INSERT INTO stacks (id, name, action, status, template, sources, traversal, in_flight, created_at, updated_at)
+             VALUES ($1, $2, 'CREATE', $3, $4, $5, 1, $6, NOW_MS, NOW_MS)",
+        ))
+        .bind(&new.id)
+        .bind(&new.name)
+        .bind(if done { "COMPLETE" } else { "IN_PROGRESS" })
+        .bind(&new.template)
+        .bind(&new.sources)
+        .bind(ready.len() as i64)
+        .execute(&mut *tx)
+        .await?;
+        for chunk in new.resources.chunks(CHUNK) {
+            let mut q = String::from(
+                "INSERT INTO resources (stack_id, name, type, action, status, deps_left, updated_at) VALUES ",
+            );
+            for i in 0..chunk.len() {
+                let b = i * 3 + 2;
+                q += &format!(
+                    "{}($1, ${b}, ${}, 'INIT', 'COMPLETE', ${}, NOW_MS)",
+                    if i > 0 { ", " } else { "" },
+                    b + 1,
+                    b + 2
+                );
+            }
+            let q = self.sql_owned(q);
+            let mut query = sqlx::query(q).bind(&new.id);
+            for r in chunk {
+                query = query.bind(&r.name).bind(&r.type_name).bind(r.deps as i64);
+            }
+            query.execute(&mut *tx).await?;
+        }
+        if !done {
+            sqlx::query(self.sql("INSERT INTO stack_locks (stack_id, action, holder, acquired_at) VALUES ($1, 'CREATE', $2, NOW_MS)"))
+                .bind(&new.id)
+                .bind(engine)
+                .execute(&mut *tx)
+                .await?;
+        }
+        self.insert_jobs(&mut tx, &new.id, 1, "create", &ready)
+            .await?;
+        let status = if done { "COMPLETE" } else { "IN_PROGRESS" };
+        self.event(
+            &mut tx,
+            &new.id,
+            None,
+            "CREATE",
+            status,
+            "Stack CREATE started",
+            None,
+            engine,
+        )
+        .await?;
+        let row = self.stack_in(&mut tx, &new.id).await?;
+        tx.commit().await?;
+        Ok(row)
+    }
+
+    /// Starts the DELETE traversal: `dependents` gives, for every resource, how many resources
+    /// depend on it (they must be deleted first).
+    pub async fn begin_delete(
+        &self,
+        stack_id: &str,
+        dependents: &[(String, usize)],
+        engine: &str,
+    ) -> Result<StackRow> {
+        let mut tx = self.begin().await?;
+        self.lock(&mut tx, stack_id, "DELETE", engine).await?;
+        let ready: Vec<&str> = dependents
+            .iter()
+            .filter(|(_, n)| *n == 0)
+            .map(|(r, _)| r.as_str())
+            .collect();
+        let (traversal,): (i64,) = sqlx::query_as(self.sql(
+            "UPDATE stacks SET action = 'DELETE', status = 'IN_PROGRESS', status_reason = '', traversal = traversal + 1,
+                    in_flight = $2, failed = 0, updated_at = NOW_MS
+             WHERE id = $1 RETURNING traversal",
+        ))
+        .bind(stack_id)
+        .bind(ready.len() as i64)
+        .fetch_one(&mut *tx)
+        .await?;
+        for (name, n) in dependents {
+            sqlx::query("UPDATE resources SET deps_left = $3 WHERE stack_id = $1 AND name = $2")
+                .bind(stack_id)
+                .bind(name)
+                .bind(*n as i64)
+                .execute(&mut *tx)
+                .await?;
+        }
+        self.insert_jobs(&mut tx, stack_id, traversal, "delete", &ready)
+            .await?;
+        self.event(
+            &mut tx,
+            stack_id,
+            None,
+            "DELETE",
+            "IN_PROGRESS",
+            "Stack DELETE started",
+            None,
+            engine,
+        )
+        .await?;
+        if dependents.is_empty() {
+            self.finish_traversal(&mut tx, stack_id, "DELETE", 0, engine)
+                .await?;
+        }
+        let row = self.stack_in(&mut tx, stack_id).await?;
+        tx.commit().await?;
+        Ok(row)
+    }
+
+    /// Takes the stack lock, or reports who holds it.
+    async fn lock(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        stack_id: &str,
+        action: &str,
+        engine: &str,
+    ) -> Result<()> {
+        let taken = sqlx::query(self.sql(
+            "INSERT INTO stack_locks (stack_id, action, holder, acquired_at) VALUES ($1, $2, $3, NOW_MS)
+             ON CONFLICT (stack_id) DO NOTHING",
+        ))
+        .bind(stack_id)
+        .bind(action)
+        .bind(engine)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+        if taken == 1 {
+            return Ok(());
+        }
+        let (held, since, name): (String, i64, String) = sqlx::query_as(
+            "SELECT l.action, l.acquired_at, s.name FROM stack_locks l JOIN stacks s ON s.id = l.stack_id WHERE l.stack_id = $1",
+        )
+        .bind(stack_id)
+        .fetch_one(&mut **tx)
+        .await?;
+        Err(StoreError::ActionInProgress {
+            stack: name,
+            action: held,
+            since: format_ms(since),
+        })
+    }
+
+    pub(super) async fn insert_jobs(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        stack_id: &str,
+        traversal: i64,
+        operation: &str,
+        resources: &[&str],
+    ) -> Result<()> {
+        for chunk in resources.chunks(CHUNK) {
+            let mut q = String::from(
+                "INSERT INTO jobs (stack_id, resource, traversal, operation, due_at, created_at) VALUES ",
+            );
+            for i in 0..chunk.len() {
+                q += &format!(
+                    "{}($1, ${}, $2, $3, NOW_MS, NOW_MS)",
+                    if i > 0 { ", " } else { "" },
+                    i + 4
+                );
+            }
+            q += " ON CONFLICT (stack_id, resource, traversal) DO NOTHING";
+            let mut query = sqlx::query(self.sql_owned(q))
+                .bind(stack_id)
+                .bind(traversal)
+                .bind(operation);
+            for r in chunk {
+                query = query.bind(*r);
+            }
+            query.execute(&mut **tx).await?;
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn event(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        stack_id: &str,
+        resource: Option<&str>,
+        action: &str,
+        status: &str,
+        reason: &str,
+        physical_id: Option<&str>,
+        engine: &str,
+    ) -> Result<()> {
+        sqlx::query(self.sql(
+            "INSERT INTO events (stack_id, resource, action, status, reason, physical_id, engine, at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, NOW_MS)",
+        ))
+        .bind(stack_id)
+        .bind(resource)
+        .bind(action)
+        .bind(status)
+        .bind(reason)
+        .bind(physical_id)
+        .bind(engine)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Ends a traversal: the stack's final status, the lock released, the last event.
+    pub(super) async fn finish_traversal(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        stack_id: &str,
+        action: &str,
+        failed: i64,
+        engine: &str,
+    ) -> Result<()> {
+        let reason = if failed == 0 {
+            format!("Stack {action} completed successfully")
+        } else {
+            let (name, why): (String, String) = sqlx::query_as(
+                "SELECT name, status_reason FROM resources WHERE stack_id = $1 AND status = 'FAILED' ORDER BY updated_at, name LIMIT 1",
+            )
+            .bind(stack_id)
+            .fetch_one(&mut **tx)
+            .await?;
+            let others = if failed > 1 {
+                format!(" (and {} more)", failed - 1)
+            } else {
+                String::new()
+            };
+            format!("Resource {action} failed: {name}: {why}{others}")
+        };
+        let status = if failed == 0 { "COMPLETE" } else { "FAILED" };
+        let deleted = action == "DELETE" && failed == 0;
+        sqlx::query(self.sql(
+            "UPDATE stacks SET status = $2, status_reason = $3, updated_at = NOW_MS,
+                    deleted_at = CASE WHEN $4 = 1 THEN NOW_MS ELSE deleted_at END
+             WHERE id = $1",
+        ))
+        .bind(stack_id)
+        .bind(status)
+        .bind(&reason)
+        .bind(deleted as i64)
+        .execute(&mut **tx)
+        .await?;
+        sqlx::query("DELETE FROM stack_locks WHERE stack_id = $1")
+            .bind(stack_id)
+            .execute(&mut **tx)
+            .await?;
+        self.event(tx, stack_id, None, action, status, &reason, None, engine)
+            .await
+    }
+
+    async fn stack_in(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        id: &str,
+    ) -> Result<StackRow> {
+        let q = AssertSqlSafe(format!("SELECT {STACK_COLUMNS} FROM stacks WHERE id = $1"));
+        let row = sqlx::query(q).bind(id).fetch_one(&mut **tx).await?;
+        stack_row(&row)
+    }
+
+    /// A live stack by name or id (a deleted one only by id).
+    pub async fn find_stack(&self, name_or_id: &str) -> Result<StackRow> {
+        let q = AssertSqlSafe(format!(
+            "SELECT {STACK_COLUMNS} FROM stacks WHERE (name = $1 AND deleted_at IS NULL) OR id = $1 ORDER BY deleted_at DESC LIMIT 1"
+        ));
+        match sqlx::query(q)
+            .bind(name_or_id)
+            .fetch_optional(&self.pool)
+            .await?
+        {
+            Some(row) => stack_row(&row),
+            None => Err(StoreError::StackNotFound(name_or_id.to_string())),
+        }
+    }
+
+    /// The validated template (JSON) of a stack, as engines evaluate it.
+    pub async fn stack_template(&self, stack_id: &str) -> Result<String> {
+        let (t,): (String,) = sqlx::query_as("SELECT template FROM stacks WHERE id = $1")
+            .bind(stack_id)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(t)
+    }
+
+    /// Live stacks, oldest first.
+    pub async fn list_stacks(&self) -> Result<Vec<StackRow>> {
+        let q = AssertSqlSafe(format!(
+            "SELECT {STACK_COLUMNS} FROM stacks WHERE deleted_at IS NULL ORDER BY created_at, name"
+        ));
+        sqlx::query(q)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(stack_row)
+            .collect()
+    }
+
+    pub async fn resources(&self, stack_id: &str) -> Result<Vec<ResourceRow>> {
+        let rows = sqlx::query(
+            "SELECT name, type, action, status, status_reason, physical_id, state, attributes, updated_at, properties
+             FROM resources WHERE stack_id = $1 ORDER BY name",
+        )
+        .bind(stack_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(resource_row).collect()
+    }
+
+    /// Some resources of a stack (the dependencies a job needs to resolve its properties).
+    pub async fn resources_named(
+        &self,
+        stack_id: &str,
+        names: &[&str],
+    ) -> Result<Vec<ResourceRow>> {
+        let mut out = Vec::with_capacity(names.len());
+        for chunk in names.chunks(CHUNK) {
+            let list: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+            let q = AssertSqlSafe(format!(
+                "SELECT name, type, action, status, status_reason, physical_id, state, attributes, updated_at, properties
+                 FROM resources WHERE stack_id = $1 AND name IN ({})",
+                list.join(", ")
+            ));
+            let mut query = sqlx::query(q).bind(stack_id);
+            for n in chunk {
+                query = query.bind(*n);
+            }
+            for row in query.fetch_all(&self.pool).await? {
+                out.push(resource_row(&row)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Events of a stack after `after` (an event id), oldest first.
+    pub async fn events(&self, stack_id: &str, after: i64) -> Result<Vec<EventRow>> {
+        let rows = sqlx::query(
+            "SELECT id, resource, action, status, reason, physical_id, engine, at FROM events
+             WHERE stack_id = $1 AND id > $2 ORDER BY id",
+        )
+        .bind(stack_id)
+        .bind(after)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(EventRow {
+                    id: r.try_get(0)?,
+                    resource: r.try_get(1)?,
+                    action: r.try_get(2)?,
+                    status: r.try_get(3)?,
+                    reason: r.try_get(4)?,
+                    physical_id: r.try_get(5)?,
+                    engine: r.try_get(6)?,
+                    at: r.try_get(7)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Resource counts by action and status.
+    pub async fn resource_counts(&self, stack_id: &str) -> Result<Vec<(String, String, i64)>> {
+        Ok(sqlx::query_as(
+            "SELECT action, status, COUNT(*) FROM resources WHERE stack_id = $1 GROUP BY action, status ORDER BY action, status",
+        )
+        .bind(stack_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    fn sql_owned(&self, q: String) -> AssertSqlSafe<String> {
+        let AssertSqlSafe(now) = self.sql("NOW_MS");
+        AssertSqlSafe(q.replace("NOW_MS", &now))
+    }
+}
+
+fn resource_row(r: &AnyRow) -> Result<ResourceRow> {
+    let attributes: Option<String> = r.try_get(7)?;
+    let attributes = attributes
+        .map(|a| {
+            serde_json::from_str(&a).map_err(|e| StoreError::Corrupt(format!("attributes: {e}")))
+        })
+        .transpose()?;
+    Ok(ResourceRow {
+        name: r.try_get(0)?,
+        type_name: r.try_get(1)?,
+        action: r.try_get(2)?,
+        status: r.try_get(3)?,
+        status_reason: r.try_get(4)?,
+        physical_id: r.try_get(5)?,
+        state: r.try_get(6)?,
+        attributes,
+        updated_at: r.try_get(8)?,
+        properties: r.try_get(9)?,
+    })
+}
+
+/// Milliseconds since the epoch as UTC `YYYY-MM-DD HH:MM:SS`.
+pub fn format_ms(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms).map_or_else(
+        || ms.to_string(),
+        |t| t.format("%Y-%m-%d %H:%M:%S").to_string(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn formats_epoch_millis() {
+        assert_eq!(super::format_ms(0), "1970-01-01 00:00:00");
+        assert_eq!(super::format_ms(1_795_305_563_425), "2026-11-21 23:59:23");
+    }
+}

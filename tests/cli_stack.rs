@@ -1,0 +1,210 @@
+//! `kiln stack`, `kiln resource` and `kiln engine` as a user runs them: the real binary on a
+//! SQLite file, the quickstart from examples/, output and exit codes.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+struct Kiln {
+    dir: tempfile::TempDir,
+}
+
+fn example(rel: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(rel)
+        .display()
+        .to_string()
+}
+
+impl Kiln {
+    fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn db(&self) -> PathBuf {
+        self.dir.path().join("kiln.db")
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_kiln"));
+        c.args(args)
+            .current_dir(self.dir.path())
+            .env_remove("KILN_CONFIG")
+            .env(
+                "KILN_DATABASE_URL",
+                format!("sqlite://{}", self.db().display()),
+            )
+            .env("KILN_RUNTIME__CACHE_DIR", support::shared_cache());
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
+
+fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into(),
+        String::from_utf8_lossy(&o.stderr).into(),
+    )
+}
+
+#[test]
+fn quickstart_create_inspect_delete() {
+    let k = Kiln::new();
+    let template = example("examples/quickstart/stack.yaml");
+    let out = k.run(&[
+        "stack",
+        "create",
+        "qs",
+        "-t",
+        &template,
+        "-P",
+        "environment=prod",
+    ]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    // Progress as events on stderr (not a terminal here), outputs and the result on stdout.
+    assert!(stderr.contains("seed  CREATE_COMPLETE"), "{stderr}");
+    assert!(stderr.contains("(stack)  CREATE_COMPLETE"), "{stderr}");
+    assert!(
+        stdout.contains("OUTPUT") && stdout.contains("prod-a-"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.trim_end().ends_with("qs CREATE_COMPLETE"),
+        "{stdout}"
+    );
+
+    let list = k.json(&["stack", "list", "--format", "json"]);
+    assert_eq!(list[0]["name"], "qs");
+    assert_eq!(list[0]["status"], "COMPLETE");
+
+    let outputs = k.json(&["stack", "outputs", "qs", "--format", "json"]);
+    let names = outputs["names"].as_array().unwrap();
+    assert_eq!(names.len(), 3);
+    assert!(
+        names
+            .iter()
+            .all(|n| n.as_str().unwrap().starts_with("prod-"))
+    );
+
+    let resources = k.json(&["resource", "list", "qs", "--format", "json"]);
+    assert_eq!(resources.as_array().unwrap().len(), 7);
+    let seed = k.json(&["resource", "show", "qs", "seed", "--format", "json"]);
+    assert_eq!(seed["type"], "OS::Heat::RandomString");
+    assert!(seed["attributes"]["value"].is_string());
+
+    let (events, _) = text(&k.run(&["stack", "events", "qs"]));
+    assert!(events.lines().count() > 14, "{events}");
+
+    // A second stack of the same name is refused with the conflict code.
+    let again = k.run(&["stack", "create", "qs", "-t", &template]);
+    assert_eq!(again.status.code(), Some(4), "{}", text(&again).1);
+
+    let out = k.run(&["stack", "delete", "qs"]);
+    assert!(out.status.success(), "{}", text(&out).1);
+    let gone = k.run(&["stack", "show", "qs"]);
+    assert_eq!(gone.status.code(), Some(5));
+    assert!(text(&gone).1.contains("stack 'qs' not found"));
+}
+
+#[test]
+fn a_bad_template_creates_nothing_and_exits_2() {
+    let k = Kiln::new();
+    let bad = k.dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "heat_template_version: 2021-04-16\nresources:\n  a:\n    type: OS::Heat::RandomString\n    properties: {length: 0}\n  b:\n    type: OS::Nope\n",
+    )
+    .unwrap();
+    let out = k.run(&["stack", "create", "bad", "-t", bad.to_str().unwrap()]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("bad.yaml:5:") && stderr.contains("resources.a.properties.length"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("OS::Nope"),
+        "all errors, not just the first: {stderr}"
+    );
+    assert!(
+        k.json(&["stack", "list", "--format", "json"])
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[test]
+fn a_failed_stack_exits_1_with_the_cause() {
+    let k = Kiln::new();
+    let t = k.dir.path().join("fail.yaml");
+    std::fs::write(
+        &t,
+        "heat_template_version: 2021-04-16\nresources:\n  ok: {type: OS::Heat::None}\n  broken:\n    type: OS::Heat::TestResource\n    properties: {fail: true}\n",
+    )
+    .unwrap();
+    let out = k.run(&["stack", "create", "f", "-t", t.to_str().unwrap()]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("f CREATE_FAILED: Resource CREATE failed: broken"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn no_wait_then_a_separate_engine_process_does_the_work() {
+    let k = Kiln::new();
+    let template = example("examples/quickstart/stack.yaml");
+    let out = k.run(&["stack", "create", "bg", "-t", &template, "--no-wait"]);
+    assert!(out.status.success(), "{}", text(&out).1);
+    assert!(text(&out).0.contains("bg CREATE_IN_PROGRESS"));
+
+    let mut engine = k
+        .command(&["engine"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let show = k.json(&["stack", "show", "bg", "--format", "json"]);
+        if show["stack"]["status"] != "IN_PROGRESS" {
+            assert_eq!(show["stack"]["status"], "COMPLETE", "{show}");
+            assert_eq!(show["outputs"]["chain"], "after first");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the engine never finished the stack"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // SIGTERM stops the engine cleanly.
+    let pid = engine.id() as i32;
+    // SAFETY: sends a signal to the child this test started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let status = engine.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+}

@@ -1,0 +1,469 @@
+//! The engine on both backends: real templates, real plugins, real databases (a SQLite file;
+//! PostgreSQL from KILN_TEST_DATABASE_URL). Orders are checked from the events, never timing.
+
+mod support;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kiln::config::{Config, EngineConfig};
+use kiln::engine::{Engine, Sources};
+use kiln::registry::PluginSet;
+use kiln::store::{EventRow, StackRow, Store, StoreError};
+use kiln::template::{self, SourceFile};
+use support::cloud::FakeCloud;
+use support::db::backends;
+use tokio::sync::watch;
+
+async fn plugins(allow: &[String]) -> Arc<PluginSet> {
+    let mut config = Config::default();
+    config.runtime.cache_dir = Some(support::shared_cache());
+    config.plugins.insert(
+        "http-resource".into(),
+        kiln::config::PluginConfig {
+            allow_http: allow.to_vec(),
+            ..Default::default()
+        },
+    );
+    Arc::new(PluginSet::load(&config).await.unwrap())
+}
+
+struct Running {
+    engine: Engine,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+async fn start(url: &str, plugins: Arc<PluginSet>, workers: u32) -> Running {
+    let store = Store::open(url).await.unwrap();
+    let config = EngineConfig {
+        workers,
+        ..EngineConfig::default()
+    };
+    let engine = Engine::new(store, plugins, config);
+    let (stop, rx) = watch::channel(false);
+    let task = tokio::spawn({
+        let engine = engine.clone();
+        async move { engine.run(rx).await }
+    });
+    Running { engine, stop, task }
+}
+
+impl Running {
+    async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        self.task.await.unwrap();
+    }
+}
+
+fn validate(text: &str, engine: &Engine) -> template::Stack {
+    let file = SourceFile {
+        name: "test.yaml".into(),
+        text: text.into(),
+    };
+    template::validate(&file, &[], &[], engine.plugins()).unwrap_or_else(|errors| {
+        panic!(
+            "{}",
+            errors
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    })
+}
+
+async fn create(engine: &Engine, name: &str, text: &str) -> StackRow {
+    let stack = validate(text, engine);
+    let sources = Sources {
+        template: "test.yaml".into(),
+        template_text: text.into(),
+        environments: vec![],
+        parameters: vec![],
+    };
+    engine.create_stack(name, &stack, &sources).await.unwrap()
+}
+
+/// Waits (generously) until the stack's current action ends.
+async fn settle(store: &Store, id: &str) -> StackRow {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let row = store.find_stack(id).await.unwrap();
+        if row.status != "IN_PROGRESS" {
+            return row;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "stack {} still {}_{}",
+            row.name,
+            row.action,
+            row.status
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A layered DAG: a root, `width` fan-out branches of chains `depth` long, a fan-in, and
+/// cross links between neighbouring branches.
+fn dag(width: usize, depth: usize) -> (String, HashMap<String, Vec<String>>) {
+    let mut deps: HashMap<String, Vec<String>> = HashMap::new();
+    let mut text = String::from(
+        "heat_template_version: 2021-04-16\nresources:\n  root:\n    type: OS::Heat::RandomString\n    properties: {length: 8}\n",
+    );
+    deps.insert("root".into(), vec![]);
+    for b in 0..width {
+        for d in 0..depth {
+            let name = format!("n{b}_{d}");
+            let prev = if d == 0 {
+                "root".to_string()
+            } else {
+                format!("n{b}_{}", d - 1)
+            };
+            let mut my = vec![prev.clone()];
+            let mut extra = String::new();
+            if d > 0 && b > 0 && d % 3 == 0 {
+                let cross = format!("n{}_{}", b - 1, d - 1);
+                extra = format!("    depends_on: [{cross}]\n");
+                my.push(cross);
+            }
+            text += &format!(
+                "  {name}:\n    type: OS::Heat::TestResource\n{extra}    properties:\n      value: {{get_attr: [{prev}, {attr}]}}\n",
+                attr = if prev == "root" { "value" } else { "output" }
+            );
+            deps.insert(name, my);
+        }
+    }
+    let tails: Vec<String> = (0..width).map(|b| format!("n{b}_{}", depth - 1)).collect();
+    text += &format!(
+        "  sink:\n    type: OS::Heat::None\n    depends_on: [{}]\n",
+        tails.join(", ")
+    );
+    deps.insert("sink".into(), tails);
+    text += "outputs:\n  seed:\n    value: {get_attr: [root, value]}\n";
+    (text, deps)
+}
+
+fn positions(events: &[EventRow], action: &str, status: &str) -> HashMap<String, i64> {
+    events
+        .iter()
+        .filter(|e| e.action == action && e.status == status)
+        .filter_map(|e| Some((e.resource.clone()?, e.id)))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_200_resource_dag_is_created_and_deleted_in_dependency_order() {
+    for db in backends().await {
+        let run = start(&db.url, plugins(&[]).await, 16).await;
+        let store = run.engine.store().clone();
+        let (text, deps) = dag(20, 10);
+        assert_eq!(deps.len(), 202);
+        let row = create(&run.engine, "big", &text).await;
+        let done = settle(&store, &row.id).await;
+        assert_eq!(
+            (done.action.as_str(), done.status.as_str()),
+            ("CREATE", "COMPLETE"),
+            "{}: {}",
+            db.name,
+            done.status_reason
+        );
+
+        let events = store.events(&row.id, 0).await.unwrap();
+        let started = positions(&events, "CREATE", "IN_PROGRESS");
+        let completed = positions(&events, "CREATE", "COMPLETE");
+        assert_eq!(completed.len(), deps.len(), "{}", db.name);
+        for (name, needs) in &deps {
+            for dep in needs {
+                assert!(
+                    completed[dep] < started[name],
+                    "{}: {name} started before {dep} completed",
+                    db.name
+                );
+            }
+        }
+        // Values flowed along the chains: each resource got its predecessor's output.
+        let resources = store.resources(&row.id).await.unwrap();
+        let seed = resources
+            .iter()
+            .find(|r| r.name == "root")
+            .unwrap()
+            .attributes
+            .clone()
+            .unwrap()["value"]
+            .clone();
+        let tail = resources
+            .iter()
+            .find(|r| r.name == "n7_9")
+            .unwrap()
+            .attributes
+            .clone()
+            .unwrap();
+        assert_eq!(tail["output"], seed, "{}", db.name);
+
+        run.engine.delete_stack("big").await.unwrap();
+        let gone = settle(&store, &row.id).await;
+        assert_eq!(
+            (gone.action.as_str(), gone.status.as_str()),
+            ("DELETE", "COMPLETE"),
+            "{}: {}",
+            db.name,
+            gone.status_reason
+        );
+        let events = store.events(&row.id, 0).await.unwrap();
+        let started = positions(&events, "DELETE", "IN_PROGRESS");
+        let deleted = positions(&events, "DELETE", "COMPLETE");
+        assert_eq!(deleted.len(), deps.len());
+        for (name, needs) in &deps {
+            for dep in needs {
+                assert!(
+                    deleted[name] < started[dep],
+                    "{}: {dep} deleted before its dependent {name}",
+                    db.name
+                );
+            }
+        }
+        assert!(matches!(
+            store.find_stack("big").await,
+            Err(StoreError::StackNotFound(_))
+        ));
+        run.shutdown().await;
+        db.cleanup().await;
+    }
+}
+
+const FAILING: &str = r#"
+heat_template_version: 2021-04-16
+resources:
+  slow_sibling:
+    type: OS::Heat::TestResource
+    properties: {value: slow, action_wait_secs: {create: 1}}
+  broken:
+    type: OS::Heat::TestResource
+    properties: {fail: true}
+  after_broken:
+    type: OS::Heat::TestResource
+    properties: {value: {get_attr: [broken, output]}}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_fails_the_stack_and_lets_running_siblings_finish() {
+    for db in backends().await {
+        let run = start(&db.url, plugins(&[]).await, 4).await;
+        let store = run.engine.store().clone();
+        let row = create(&run.engine, "failing", FAILING).await;
+        let done = settle(&store, &row.id).await;
+        assert_eq!(
+            (done.action.as_str(), done.status.as_str()),
+            ("CREATE", "FAILED"),
+            "{}",
+            db.name
+        );
+        assert!(
+            done.status_reason.contains("broken")
+                && done.status_reason.contains("Test Resource failed"),
+            "{}",
+            done.status_reason
+        );
+        let by_name: HashMap<String, String> = store
+            .resources(&row.id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.name, format!("{}_{}", r.action, r.status)))
+            .collect();
+        assert_eq!(by_name["broken"], "CREATE_FAILED");
+        assert_eq!(
+            by_name["slow_sibling"], "CREATE_COMPLETE",
+            "{}: the running sibling finished",
+            db.name
+        );
+        assert_eq!(
+            by_name["after_broken"], "INIT_COMPLETE",
+            "{}: nothing after the failure started",
+            db.name
+        );
+
+        // A failed stack can be deleted; what never existed needs no plugin call.
+        run.engine.delete_stack("failing").await.unwrap();
+        let gone = settle(&store, &row.id).await;
+        assert_eq!(
+            gone.status, "COMPLETE",
+            "{}: {}",
+            db.name, gone.status_reason
+        );
+        run.shutdown().await;
+        db.cleanup().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_operations_poll_without_holding_a_worker() {
+    let text = r#"
+heat_template_version: 2021-04-16
+resources:
+  a: {type: OS::Heat::TestResource, properties: {action_wait_secs: {create: 2}}}
+  b: {type: OS::Heat::TestResource, properties: {action_wait_secs: {create: 2}}}
+  c: {type: OS::Heat::TestResource, properties: {action_wait_secs: {create: 2}}}
+"#;
+    for db in backends().await {
+        // One worker: if a wait held it, the creates would run one after another.
+        let run = start(&db.url, plugins(&[]).await, 1).await;
+        let store = run.engine.store().clone();
+        let row = create(&run.engine, "waits", text).await;
+        assert_eq!(settle(&store, &row.id).await.status, "COMPLETE");
+        let events = store.events(&row.id, 0).await.unwrap();
+        let started = positions(&events, "CREATE", "IN_PROGRESS");
+        let completed = positions(&events, "CREATE", "COMPLETE");
+        let last_start = started.values().max().unwrap();
+        let first_done = completed.values().min().unwrap();
+        assert!(
+            last_start < first_done,
+            "{}: all three started before any finished",
+            db.name
+        );
+        run.shutdown().await;
+        db.cleanup().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retain_keeps_the_real_object_and_delete_removes_the_rest() {
+    let cloud = FakeCloud::start().await;
+    let text = format!(
+        r#"
+heat_template_version: 2021-04-16
+resources:
+  kept:
+    type: Kiln::HTTP::Resource
+    deletion_policy: Retain
+    properties: {{url: "{url}", body: {{name: kept}}}}
+  gone:
+    type: Kiln::HTTP::Resource
+    properties: {{url: "{url}", body: {{name: gone, peer: {{get_attr: [kept, id]}}}}}}
+"#,
+        url = cloud.url()
+    );
+    for db in backends().await {
+        let run = start(&db.url, plugins(&[cloud.rule()]).await, 4).await;
+        let store = run.engine.store().clone();
+        let before = cloud.objects();
+        let row = create(&run.engine, "http", &text).await;
+        assert_eq!(
+            settle(&store, &row.id).await.status,
+            "COMPLETE",
+            "{}",
+            db.name
+        );
+        assert_eq!(cloud.objects(), before + 2);
+        run.engine.delete_stack("http").await.unwrap();
+        assert_eq!(settle(&store, &row.id).await.status, "COMPLETE");
+        assert_eq!(
+            cloud.objects(),
+            before + 1,
+            "{}: the retained object stays",
+            db.name
+        );
+        run.shutdown().await;
+        db.cleanup().await;
+    }
+    // Every create carried an idempotency key naming stack, resource, action and generation.
+    let posts: Vec<_> = cloud
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "POST")
+        .collect();
+    assert!(posts.iter().all(|p| {
+        p.idempotency_key
+            .as_deref()
+            .is_some_and(|k| k.ends_with("/create/1"))
+    }));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_action_per_stack() {
+    let text = "heat_template_version: 2021-04-16\nresources:\n  w: {type: OS::Heat::TestResource, properties: {action_wait_secs: {create: 30}}}\n";
+    for db in backends().await {
+        // No engine runs: the create stays in progress and holds the lock.
+        let store = Store::open(&db.url).await.unwrap();
+        let engine = Engine::new(store.clone(), plugins(&[]).await, EngineConfig::default());
+        create(&engine, "busy", text).await;
+        match engine.delete_stack("busy").await {
+            Err(StoreError::ActionInProgress { stack, action, .. }) => {
+                assert_eq!((stack.as_str(), action.as_str()), ("busy", "CREATE"))
+            }
+            other => panic!("{}: expected ActionInProgress, got {other:?}", db.name),
+        }
+        let stack = validate(text, &engine);
+        let sources = Sources {
+            template: String::new(),
+            template_text: String::new(),
+            environments: vec![],
+            parameters: vec![],
+        };
+        let again = engine.create_stack("busy", &stack, &sources);
+        assert!(
+            matches!(again.await, Err(StoreError::StackExists(_))),
+            "{}",
+            db.name
+        );
+        db.cleanup().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_lease_cannot_write() {
+    let text = "heat_template_version: 2021-04-16\nresources:\n  r: {type: OS::Heat::None}\n";
+    for db in backends().await {
+        let store = Store::open(&db.url).await.unwrap();
+        let engine = Engine::new(store.clone(), plugins(&[]).await, EngineConfig::default());
+        create(&engine, "fenced", text).await;
+        // Engine A claims with a lease that has already run out; engine B takes the job over.
+        let a = store
+            .claim("engine-a", -1000, 10)
+            .await
+            .unwrap()
+            .expect("a job");
+        let b = store
+            .claim("engine-b", 60_000, 10)
+            .await
+            .unwrap()
+            .expect("taken over");
+        assert_eq!(a.id, b.id);
+        assert!(b.token > a.token);
+        let update = kiln::store::ResourceUpdate {
+            action: "CREATE".into(),
+            status: "COMPLETE".into(),
+            reason: "zombie".into(),
+            physical_id: Some("zombie".into()),
+            state: None,
+            attributes: None,
+            properties: None,
+        };
+        let stale = store
+            .finish(
+                &a,
+                "engine-a",
+                kiln::store::Finish {
+                    update: update.clone(),
+                    wake: &[],
+                },
+            )
+            .await;
+        assert!(
+            matches!(stale, Err(StoreError::Fenced(_))),
+            "{}: {stale:?}",
+            db.name
+        );
+        assert!(matches!(
+            store.reschedule(&a, "engine-a", 10, None).await,
+            Err(StoreError::Fenced(_))
+        ));
+        let fresh = store
+            .finish(&b, "engine-b", kiln::store::Finish { update, wake: &[] })
+            .await
+            .unwrap();
+        assert!(fresh.traversal_done, "{}", db.name);
+        db.cleanup().await;
+    }
+}
