@@ -420,12 +420,12 @@ async fn a_stale_lease_cannot_write() {
         create(&engine, "fenced", text).await;
         // Engine A claims with a lease that has already run out; engine B takes the job over.
         let a = store
-            .claim("engine-a", -1000, 10)
+            .claim("engine-a", -1000, &[])
             .await
             .unwrap()
             .expect("a job");
         let b = store
-            .claim("engine-b", 60_000, 10)
+            .claim("engine-b", 60_000, &[])
             .await
             .unwrap()
             .expect("taken over");
@@ -440,30 +440,73 @@ async fn a_stale_lease_cannot_write() {
             attributes: None,
             properties: None,
         };
-        let stale = store
-            .finish(
-                &a,
-                "engine-a",
-                kiln::store::Finish {
-                    update: update.clone(),
-                    wake: &[],
-                },
-            )
-            .await;
+        let stale = store.finish(&a, "engine-a", &update).await;
         assert!(
             matches!(stale, Err(StoreError::Fenced(_))),
             "{}: {stale:?}",
             db.name
         );
-        assert!(matches!(
-            store.reschedule(&a, "engine-a", 10, None).await,
-            Err(StoreError::Fenced(_))
-        ));
-        let fresh = store
-            .finish(&b, "engine-b", kiln::store::Finish { update, wake: &[] })
+        let late = store.reschedule(&a, "engine-a", 10, None).await;
+        assert!(matches!(late, Err(StoreError::Fenced(_))));
+        let fresh = kiln::store::ResourceUpdate {
+            physical_id: Some("fresh".into()),
+            ..update
+        };
+        store.finish(&b, "engine-b", &fresh).await.unwrap();
+        let ended = store.try_finish_traversal(&b.stack_id, b.traversal, &b.operation, "engine-b");
+        assert!(ended.await.unwrap(), "{}", db.name);
+        let row = store.find_stack("fenced").await.unwrap();
+        assert_eq!(row.status, "COMPLETE");
+        let resources = store.resources(&row.id).await.unwrap();
+        assert_eq!(
+            resources[0].physical_id.as_deref(),
+            Some("fresh"),
+            "only engine B's write"
+        );
+        db.cleanup().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_traversal_left_stalled_by_a_dead_engine_is_repaired() {
+    let text = "heat_template_version: 2021-04-16\nresources:\n  first: {type: OS::Heat::None}\n  second: {type: OS::Heat::None, depends_on: [first]}\n";
+    for db in backends().await {
+        let store = Store::open(&db.url).await.unwrap();
+        let plugins = plugins(&[]).await;
+        let engine = Engine::new(store.clone(), plugins.clone(), EngineConfig::default());
+        let row = create(&engine, "stalled", text).await;
+        // An engine finishes `first` and dies before scheduling `second`.
+        let job = store
+            .claim("dead-engine", 60_000, &[])
             .await
+            .unwrap()
             .unwrap();
-        assert!(fresh.traversal_done, "{}", db.name);
+        let done = kiln::store::ResourceUpdate {
+            action: "CREATE".into(),
+            status: "COMPLETE".into(),
+            reason: "state changed".into(),
+            physical_id: Some("p".into()),
+            state: Some("{}".into()),
+            attributes: Some("{}".into()),
+            properties: Some("{}".into()),
+        };
+        store.finish(&job, "dead-engine", &done).await.unwrap();
+        assert_eq!(store.stalled().await.unwrap().len(), 1, "{}", db.name);
+        // A live engine notices on its heartbeat and carries on.
+        let config = EngineConfig {
+            lease_ms: 900,
+            ..EngineConfig::default()
+        };
+        let live = Engine::new(store.clone(), plugins, config);
+        let (stop, rx) = watch::channel(false);
+        let task = tokio::spawn({
+            let live = live.clone();
+            async move { live.run(rx).await }
+        });
+        let end = settle(&store, &row.id).await;
+        assert_eq!(end.status, "COMPLETE", "{}: {}", db.name, end.status_reason);
+        let _ = stop.send(true);
+        task.await.unwrap();
         db.cleanup().await;
     }
 }

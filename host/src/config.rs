@@ -52,7 +52,8 @@ impl DatabaseConfig {
 pub struct EngineConfig {
     /// Jobs one engine process works on at once.
     pub workers: u32,
-    /// Jobs of one stack running at once, over all engines.
+    /// Jobs of one stack this engine process runs at once (so one big stack cannot take every
+    /// worker from the others).
     pub max_concurrent_per_stack: u32,
     /// How long a claimed job stays this engine's without a heartbeat; after that (on the
     /// database's clock) another engine takes it over.

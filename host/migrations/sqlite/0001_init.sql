@@ -10,8 +10,6 @@ CREATE TABLE stacks (
     template      TEXT NOT NULL,             -- the validated template (JSON), what engines evaluate
     sources       TEXT NOT NULL,             -- template, environments and parameters as given (JSON)
     traversal     BIGINT NOT NULL,           -- generation of the current action
-    in_flight     BIGINT NOT NULL DEFAULT 0, -- job rows of the current traversal
-    failed        BIGINT NOT NULL DEFAULT 0, -- resources failed in the current traversal
     created_at    BIGINT NOT NULL,
     updated_at    BIGINT NOT NULL,
     deleted_at    BIGINT
@@ -29,10 +27,12 @@ CREATE TABLE resources (
     state         TEXT,
     attributes    TEXT,
     properties    TEXT,
-    deps_left     BIGINT NOT NULL DEFAULT 0, -- predecessors (successors for delete) not done yet
+    traversal     BIGINT NOT NULL DEFAULT 0, -- the traversal that last worked on it
     updated_at    BIGINT NOT NULL,
     PRIMARY KEY (stack_id, name)
 );
+-- "Has this traversal failed anywhere?" and "what is left?" without scanning the stack.
+CREATE INDEX resources_progress ON resources (stack_id, traversal, status);
 
 -- One row per ready resource of a traversal. Claimed with a lease; `token` fences writes.
 CREATE TABLE jobs (
@@ -51,6 +51,7 @@ CREATE TABLE jobs (
     UNIQUE (stack_id, resource, traversal)
 );
 CREATE INDEX jobs_due ON jobs (due_at);
+CREATE INDEX jobs_traversal ON jobs (stack_id, traversal);
 
 CREATE TABLE events (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,

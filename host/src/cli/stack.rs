@@ -3,22 +3,21 @@
 //! works through jobs until its stack's action ends.
 
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{Args, Subcommand};
+use clap::Subcommand;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use super::table::render;
-use super::validate::key_value;
+use super::validate::TemplateArgs;
 use super::{Failure, Format, exit};
 use crate::config::Config;
-use crate::engine::{Engine, Sources};
+use crate::engine::{Engine, Sources, StoredResolver};
 use crate::registry::PluginSet;
-use crate::store::{EventRow, ResourceRow, StackRow, Store, StoreError, format_ms};
-use crate::template::{self, Resolver, SourceFile};
+use crate::store::{EventRow, StackRow, Store, StoreError, format_ms};
+use crate::template;
 
 #[derive(Subcommand)]
 pub enum StackCommand {
@@ -79,19 +78,6 @@ pub enum ResourceCommand {
         #[arg(long, value_enum, default_value_t)]
         format: Format,
     },
-}
-
-#[derive(Args)]
-pub struct TemplateArgs {
-    /// The HOT template (YAML or JSON).
-    #[arg(long, short = 't')]
-    template: PathBuf,
-    /// Environment files, applied in order (later ones override earlier ones).
-    #[arg(long = "environment", short = 'e')]
-    environments: Vec<PathBuf>,
-    /// A parameter value, KEY=VALUE; repeatable. Overrides the environments.
-    #[arg(long = "parameter", short = 'P', value_parser = key_value)]
-    parameters: Vec<(String, String)>,
 }
 
 fn store_failure(e: StoreError) -> Failure {
@@ -300,16 +286,7 @@ fn load_template(
     args: &TemplateArgs,
     plugins: &PluginSet,
 ) -> Result<(template::Stack, Sources), Failure> {
-    let read = |p: &PathBuf| {
-        SourceFile::read(p)
-            .map_err(|e| Failure::new(exit::BAD_INPUT, format!("cannot read {}: {e}", p.display())))
-    };
-    let file = read(&args.template)?;
-    let environments = args
-        .environments
-        .iter()
-        .map(read)
-        .collect::<Result<Vec<_>, _>>()?;
+    let (file, environments) = args.read()?;
     let stack =
         template::validate(&file, &environments, &args.parameters, plugins).map_err(|errors| {
             let mut text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
@@ -364,12 +341,23 @@ async fn wait(engine: &Engine, row: &StackRow) -> Result<StackRow, Failure> {
                 .iter()
                 .map(|(a, s, n)| format!("{n} {a}_{s}"))
                 .collect();
-            eprint!(
-                "{} {}_IN_PROGRESS: {}",
+            let busy = store
+                .resources_in_progress(&row.id, 3)
+                .await
+                .map_err(store_failure)?;
+            let busy = if busy.is_empty() {
+                String::new()
+            } else {
+                format!(" — {}", busy.join(", "))
+            };
+            let line = format!(
+                "{} {}_IN_PROGRESS: {}{busy}",
                 current.name,
                 current.action,
                 shown.join(", ")
             );
+            // One terminal line, so that the next redraw overwrites it.
+            eprint!("{}", line.chars().take(110).collect::<String>());
             let _ = std::io::stderr().flush();
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -410,42 +398,6 @@ fn cell(v: &Value) -> String {
     }
 }
 
-/// Output values resolved from the stored resources, or the error that prevents one.
-struct Outputs<'a> {
-    rows: Vec<ResourceRow>,
-    row: &'a StackRow,
-}
-
-impl Resolver for Outputs<'_> {
-    fn physical_id(&self, resource: &str) -> Option<String> {
-        self.rows
-            .iter()
-            .find(|r| r.name == resource && r.action == "CREATE")
-            .and_then(|r| r.physical_id.clone())
-    }
-    fn attribute(&self, resource: &str, attribute: &str) -> Option<Value> {
-        let attrs = self
-            .rows
-            .iter()
-            .find(|r| r.name == resource && r.action == "CREATE")?
-            .attributes
-            .as_ref()?;
-        if attribute == "show" {
-            Some(attrs.clone())
-        } else {
-            attrs.get(attribute).cloned()
-        }
-    }
-    fn stack_parameter(&self, name: &str) -> Option<Value> {
-        match name {
-            "OS::stack_name" => Some(json!(self.row.name)),
-            "OS::stack_id" => Some(json!(self.row.id)),
-            "OS::project_id" => Some(json!("")),
-            _ => None,
-        }
-    }
-}
-
 async fn outputs(
     store: &Store,
     row: &StackRow,
@@ -453,10 +405,8 @@ async fn outputs(
     let text = store.stack_template(&row.id).await.map_err(store_failure)?;
     let stack: template::Stack = serde_json::from_str(&text)
         .map_err(|e| Failure::new(exit::FAILED, format!("stored template is corrupt: {e}")))?;
-    let resolver = Outputs {
-        rows: store.resources(&row.id).await.map_err(store_failure)?,
-        row,
-    };
+    let rows = store.resources(&row.id).await.map_err(store_failure)?;
+    let resolver = StoredResolver::new(rows, &row.name, &row.id);
     Ok(stack
         .outputs
         .iter()

@@ -14,20 +14,44 @@ use crate::template::{self, SourceFile, Stack};
 
 #[derive(Args)]
 pub struct ValidateArgs {
-    /// The HOT template (YAML or JSON).
-    #[arg(long, short = 't')]
-    template: PathBuf,
-    /// Environment files, applied in order (later ones override earlier ones).
-    #[arg(long = "environment", short = 'e')]
-    environments: Vec<PathBuf>,
-    /// A parameter value, KEY=VALUE; repeatable. Overrides the environments.
-    #[arg(long = "parameter", short = 'P', value_parser = key_value)]
-    parameters: Vec<(String, String)>,
+    #[command(flatten)]
+    template: TemplateArgs,
     #[arg(long, value_enum, default_value_t)]
     format: Format,
 }
 
-pub(super) fn key_value(s: &str) -> Result<(String, String), String> {
+/// The files and values a stack is made from (`kiln validate`, `kiln stack create`).
+#[derive(Args)]
+pub struct TemplateArgs {
+    /// The HOT template (YAML or JSON).
+    #[arg(long, short = 't')]
+    pub template: PathBuf,
+    /// Environment files, applied in order (later ones override earlier ones).
+    #[arg(long = "environment", short = 'e')]
+    pub environments: Vec<PathBuf>,
+    /// A parameter value, KEY=VALUE; repeatable. Overrides the environments.
+    #[arg(long = "parameter", short = 'P', value_parser = key_value)]
+    pub parameters: Vec<(String, String)>,
+}
+
+impl TemplateArgs {
+    /// Reads the template and environment files; a missing file is bad input naming it.
+    pub fn read(&self) -> Result<(SourceFile, Vec<SourceFile>), Failure> {
+        let read = |p: &PathBuf| {
+            SourceFile::read(p).map_err(|e| {
+                Failure::new(exit::BAD_INPUT, format!("cannot read {}: {e}", p.display()))
+            })
+        };
+        let environments = self
+            .environments
+            .iter()
+            .map(read)
+            .collect::<Result<_, _>>()?;
+        Ok((read(&self.template)?, environments))
+    }
+}
+
+fn key_value(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
         _ => Err(format!("expected KEY=VALUE, got '{s}'")),
@@ -35,20 +59,16 @@ pub(super) fn key_value(s: &str) -> Result<(String, String), String> {
 }
 
 pub async fn run(args: ValidateArgs, config: &Config) -> Result<(), Failure> {
-    let read = |p: &PathBuf| {
-        SourceFile::read(p)
-            .map_err(|e| Failure::new(exit::BAD_INPUT, format!("cannot read {}: {e}", p.display())))
-    };
-    let template = read(&args.template)?;
-    let environments = args
-        .environments
-        .iter()
-        .map(read)
-        .collect::<Result<Vec<_>, _>>()?;
+    let (template, environments) = args.template.read()?;
     let plugins = PluginSet::load(config)
         .await
         .map_err(|e| Failure::new(exit::PLUGIN_FAULT, format!("{e:#}")))?;
-    match template::validate(&template, &environments, &args.parameters, &plugins) {
+    match template::validate(
+        &template,
+        &environments,
+        &args.template.parameters,
+        &plugins,
+    ) {
         Ok(stack) => {
             match args.format {
                 Format::Json => println!(

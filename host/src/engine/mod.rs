@@ -3,6 +3,7 @@
 //! memory (parsed templates) is a cache that any other engine can rebuild.
 
 mod plan;
+mod resolver;
 mod worker;
 
 use std::collections::HashMap;
@@ -13,9 +14,10 @@ use tokio::sync::{Notify, watch};
 
 use crate::config::EngineConfig;
 use crate::registry::PluginSet;
-use crate::store::{NewResource, NewStack, StackRow, Store, StoreError};
+use crate::store::{Candidate, NewResource, NewStack, StackRow, Store, StoreError};
 use crate::template;
 use plan::Plan;
+pub use resolver::StoredResolver;
 
 /// One engine process's workers. Cheap to clone.
 #[derive(Clone)]
@@ -33,6 +35,8 @@ struct Inner {
     wake: Notify,
     /// Parsed templates by stack id, tagged with their traversal.
     plans: Mutex<HashMap<String, Arc<Plan>>>,
+    /// Jobs this engine is working on, by stack (for the per-stack limit).
+    running: Mutex<HashMap<String, usize>>,
 }
 
 /// What a stack was made from, kept for later updates (`--existing`) and for display.
@@ -60,6 +64,7 @@ impl Engine {
                 config,
                 wake: Notify::new(),
                 plans: Mutex::new(HashMap::new()),
+                running: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -106,15 +111,16 @@ impl Engine {
     pub async fn delete_stack(&self, name_or_id: &str) -> Result<StackRow, StoreError> {
         let row = self.inner.store.find_stack(name_or_id).await?;
         let plan = self.plan(&row).await?;
-        let dependents: Vec<(String, usize)> = plan
+        let ready: Vec<&str> = plan
             .stack
             .in_order()
-            .map(|r| (r.name.clone(), plan.dependents(&r.name).len()))
+            .filter(|r| plan.dependents(&r.name).is_empty())
+            .map(|r| r.name.as_str())
             .collect();
         let row = self
             .inner
             .store
-            .begin_delete(&row.id, &dependents, &self.inner.id)
+            .begin_delete(&row.id, &ready, &self.inner.id)
             .await?;
         self.inner.wake.notify_waiters();
         Ok(row)
@@ -146,19 +152,24 @@ impl Engine {
             let (engine, stop) = (self.clone(), stop.clone());
             tasks.spawn(async move { engine.work(stop).await });
         }
-        // Heartbeat: keep the leases of running jobs (a long create) alive.
+        // Heartbeat: keep the leases of running jobs (a long create) alive, and repair
+        // traversals whose engine died between finishing a job and scheduling what followed.
         let engine = self.clone();
         let beat = Duration::from_millis(self.inner.config.lease_ms / 3);
         let heartbeat = tokio::spawn(async move {
+            let lease = engine.inner.config.lease_ms as i64;
             loop {
                 tokio::time::sleep(beat).await;
                 if let Err(e) = engine
                     .inner
                     .store
-                    .extend_leases(&engine.inner.id, engine.inner.config.lease_ms as i64)
+                    .extend_leases(&engine.inner.id, lease)
                     .await
                 {
                     tracing::warn!("extending leases failed: {e}");
+                }
+                if let Err(e) = engine.repair_stalled().await {
+                    tracing::warn!("repairing stalled traversals failed: {e}");
                 }
             }
         });
@@ -172,18 +183,20 @@ impl Engine {
         let c = &self.inner.config;
         let idle = Duration::from_millis(c.poll_interval_ms);
         while !*stop.borrow() {
+            let skip = self.saturated();
             match self
                 .inner
                 .store
-                .claim(
-                    &self.inner.id,
-                    c.lease_ms as i64,
-                    c.max_concurrent_per_stack as i64,
-                )
+                .claim(&self.inner.id, c.lease_ms as i64, &skip)
                 .await
             {
                 Ok(Some(job)) => {
-                    if self.process(job).await {
+                    let stack = job.stack_id.clone();
+                    self.count_running(&stack, 1);
+                    let woke = self.process(job).await;
+                    let was_full =
+                        self.count_running(&stack, -1) + 1 >= c.max_concurrent_per_stack as usize;
+                    if woke || was_full {
                         self.inner.wake.notify_waiters();
                     }
                     continue;
@@ -191,8 +204,9 @@ impl Engine {
                 Ok(None) => {}
                 Err(e) => tracing::warn!("claiming a job failed: {e}"),
             }
+            // With stacks held back by the limit, due jobs may wait: sleep until woken.
             let wait = match self.inner.store.next_due_in().await {
-                Ok(Some(ms)) => idle.min(Duration::from_millis(ms as u64)),
+                Ok(Some(ms)) if skip.is_empty() => idle.min(Duration::from_millis(ms as u64)),
                 _ => idle,
             };
             tokio::select! {
@@ -201,6 +215,80 @@ impl Engine {
                 _ = stop.changed() => {}
             }
         }
+    }
+
+    /// Stacks whose jobs this engine runs `max_concurrent_per_stack` of already.
+    fn saturated(&self) -> Vec<String> {
+        let limit = self.inner.config.max_concurrent_per_stack as usize;
+        let running = self.inner.running.lock().unwrap();
+        running
+            .iter()
+            .filter(|(_, n)| **n >= limit)
+            .map(|(s, _)| s.clone())
+            .collect()
+    }
+
+    /// Adjusts this engine's count of running jobs of `stack`; returns the new count.
+    fn count_running(&self, stack: &str, delta: isize) -> usize {
+        let mut running = self.inner.running.lock().unwrap();
+        let n = running.entry(stack.to_string()).or_default();
+        *n = n.saturating_add_signed(delta);
+        let now = *n;
+        if now == 0 {
+            running.remove(stack);
+        }
+        now
+    }
+}
+
+impl Engine {
+    /// For each traversal with no job left, schedules whatever is ready and ends it if done.
+    async fn repair_stalled(&self) -> Result<(), StoreError> {
+        let store = &self.inner.store;
+        for (stack_id, traversal, operation) in store.stalled().await? {
+            let row = store.find_stack(&stack_id).await?;
+            if row.traversal != traversal {
+                continue;
+            }
+            let plan = self.plan(&row).await?;
+            let all: Vec<&str> = plan.stack.order.iter().map(String::as_str).collect();
+            let made = self.schedule(&plan, traversal, &operation, &all).await?;
+            if made == 0 {
+                store
+                    .try_finish_traversal(&stack_id, traversal, &operation, &self.inner.id)
+                    .await?;
+            } else {
+                tracing::info!(stack = %row.name, "repaired a stalled traversal: {made} jobs scheduled");
+                self.inner.wake.notify_waiters();
+            }
+        }
+        Ok(())
+    }
+
+    /// Schedules those of `names` whose prerequisites are done: for create, the resources each
+    /// depends on; for delete, the resources that depend on each.
+    async fn schedule(
+        &self,
+        plan: &Plan,
+        traversal: i64,
+        operation: &str,
+        names: &[&str],
+    ) -> Result<u64, StoreError> {
+        let candidates: Vec<Candidate> = names
+            .iter()
+            .filter_map(|name| {
+                let after = if operation == "delete" {
+                    plan.dependents(name)
+                } else {
+                    plan.stack.resource(name)?.depends_on.as_slice()
+                };
+                Some(Candidate { name, after })
+            })
+            .collect();
+        self.inner
+            .store
+            .schedule_ready(&plan.stack_id, traversal, operation, &candidates)
+            .await
     }
 }
 

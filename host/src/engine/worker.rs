@@ -1,42 +1,14 @@
 //! Working one job: resolve the resource's properties from its dependencies in the store, call
 //! the plugin in a fresh sandbox, and record the result (done, pending or failed).
 
-use std::collections::HashMap;
-
 use serde_json::Value;
 
 use super::Engine;
+use super::StoredResolver;
 use super::plan::Plan;
 use crate::runtime::{CallContext, CallError, Current, Operation, Outcome, PluginError};
-use crate::store::{Claimed, Finish, ResourceRow, ResourceUpdate, StoreError};
-use crate::template::{DeletionPolicy, Resolver};
-
-/// Answers `get_resource`/`get_attr` from stored resources.
-struct Stored<'a> {
-    rows: HashMap<&'a str, &'a ResourceRow>,
-    plan: &'a Plan,
-}
-
-impl Resolver for Stored<'_> {
-    fn physical_id(&self, resource: &str) -> Option<String> {
-        self.rows.get(resource).and_then(|r| r.physical_id.clone())
-    }
-    fn attribute(&self, resource: &str, attribute: &str) -> Option<Value> {
-        let attrs = self.rows.get(resource)?.attributes.as_ref()?;
-        if attribute == "show" {
-            return Some(attrs.clone());
-        }
-        attrs.get(attribute).cloned()
-    }
-    fn stack_parameter(&self, name: &str) -> Option<Value> {
-        match name {
-            "OS::stack_name" => Some(Value::String(self.plan.stack_name.clone())),
-            "OS::stack_id" => Some(Value::String(self.plan.stack_id.clone())),
-            "OS::project_id" => Some(Value::String(String::new())),
-            _ => None,
-        }
-    }
-}
+use crate::store::{Claimed, ResourceUpdate, StoreError, action_of};
+use crate::template::DeletionPolicy;
 
 /// What became of a job.
 enum Step {
@@ -67,55 +39,60 @@ impl Engine {
 
     async fn process_inner(&self, job: &Claimed) -> Result<bool, StoreError> {
         let store = &self.inner.store;
-        let row = store.find_stack(&job.stack_id).await?;
-        let plan = self.plan(&row).await?;
-        let action = if job.operation == "delete" {
-            "DELETE"
-        } else {
-            "CREATE"
-        };
-        let step = self.step(job, &plan, action).await?;
         let engine = self.inner.id.as_str();
-        let (update, wake) = match step {
+        let row = store.find_stack(&job.stack_id).await?;
+        if row.traversal != job.traversal || row.status != "IN_PROGRESS" {
+            // Left over from a traversal that ended or was superseded.
+            store.drop_job(job, engine).await?;
+            return Ok(false);
+        }
+        let plan = self.plan(&row).await?;
+        let action = action_of(&job.operation);
+        let update = match self.step(job, &plan, action).await? {
             Step::Pending { delay_ms, state } => {
                 store
                     .reschedule(job, engine, delay_ms as i64, Some(&state.to_string()))
                     .await?;
                 return Ok(false);
             }
-            Step::Done(update) => {
-                let wake = match plan.stack.resource(&job.resource) {
-                    Some(r) if action == "DELETE" => r.depends_on.clone(),
-                    Some(_) => plan.dependents(&job.resource).to_vec(),
-                    None => Vec::new(),
-                };
-                (update, wake)
+            Step::Done(update) => update,
+            Step::Failed(reason) => {
+                self.keep_identity(
+                    job,
+                    ResourceUpdate {
+                        action: action.into(),
+                        status: "FAILED".into(),
+                        reason,
+                        physical_id: None,
+                        state: None,
+                        attributes: None,
+                        properties: None,
+                    },
+                )
+                .await?
             }
-            Step::Failed(reason) => (
-                ResourceUpdate {
-                    action: action.into(),
-                    status: "FAILED".into(),
-                    reason,
-                    physical_id: None,
-                    state: None,
-                    attributes: None,
-                    properties: None,
-                },
-                Vec::new(),
-            ),
         };
-        let update = self.keep_identity(job, update).await?;
-        let finished = store
-            .finish(
-                job,
-                engine,
-                Finish {
-                    update,
-                    wake: &wake,
-                },
-            )
+        store.finish(job, engine, &update).await?;
+        // After the commit (see store/jobs.rs): what this made ready, and maybe the end.
+        let next: Vec<&str> = match plan.stack.resource(&job.resource) {
+            Some(_) if update.status == "FAILED" => Vec::new(),
+            Some(r) if action == "DELETE" => r.depends_on.iter().map(String::as_str).collect(),
+            Some(_) => plan
+                .dependents(&job.resource)
+                .iter()
+                .map(String::as_str)
+                .collect(),
+            None => Vec::new(),
+        };
+        let made = self
+            .schedule(&plan, job.traversal, &job.operation, &next)
             .await?;
-        Ok(finished.scheduled > 0 || finished.traversal_done)
+        if made > 0 {
+            return Ok(true);
+        }
+        store
+            .try_finish_traversal(&job.stack_id, job.traversal, &job.operation, engine)
+            .await
     }
 
     /// A failed create or delete keeps what the store knew of the object (its id and state),
@@ -154,7 +131,6 @@ impl Engine {
             )));
         };
         let store = &self.inner.store;
-        let engine = self.inner.id.as_str();
         let polling = job
             .pending_state
             .as_ref()
@@ -192,9 +168,6 @@ impl Engine {
                     ..deleted("")
                 }));
             }
-            if polling.is_none() {
-                store.start(job, engine, action).await?;
-            }
             let props: Value = current
                 .properties
                 .as_deref()
@@ -220,15 +193,9 @@ impl Engine {
             });
         }
 
-        if polling.is_none() {
-            store.start(job, engine, action).await?;
-        }
         let deps: Vec<&str> = res.depends_on.iter().map(String::as_str).collect();
         let rows = store.resources_named(&job.stack_id, &deps).await?;
-        let resolver = Stored {
-            rows: rows.iter().map(|r| (r.name.as_str(), r)).collect(),
-            plan,
-        };
+        let resolver = StoredResolver::new(rows, &plan.stack_name, &plan.stack_id);
         let props = match plan.stack.properties(&job.resource, &resolver) {
             Ok(p) => p,
             Err(e) => return Ok(Step::Failed(e.to_string())),

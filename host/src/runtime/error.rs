@@ -143,6 +143,18 @@ impl PluginError {
         }
     }
 
+    pub(crate) fn message_mut(&mut self) -> &mut String {
+        match self {
+            PluginError::Throttled(t) => &mut t.message,
+            PluginError::Transient(i)
+            | PluginError::Unauthorized(i)
+            | PluginError::Conflict(i)
+            | PluginError::NotFound(i)
+            | PluginError::Invalid(i)
+            | PluginError::Fatal(i) => &mut i.message,
+        }
+    }
+
     pub fn status(&self) -> Option<u16> {
         match self {
             PluginError::Throttled(t) => t.status,

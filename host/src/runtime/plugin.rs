@@ -636,38 +636,10 @@ fn label(ctx: &CallContext) -> CallLabel {
 }
 
 /// A plugin's error with its message cut to `max` bytes: it ends up in status reasons and events.
-fn capped(e: PluginError, max: usize) -> PluginError {
-    use super::log::cut;
-    match e {
-        PluginError::Throttled(mut t) => {
-            t.message = cut(&t.message, max);
-            PluginError::Throttled(t)
-        }
-        PluginError::Transient(mut i) => {
-            i.message = cut(&i.message, max);
-            PluginError::Transient(i)
-        }
-        PluginError::Unauthorized(mut i) => {
-            i.message = cut(&i.message, max);
-            PluginError::Unauthorized(i)
-        }
-        PluginError::Conflict(mut i) => {
-            i.message = cut(&i.message, max);
-            PluginError::Conflict(i)
-        }
-        PluginError::NotFound(mut i) => {
-            i.message = cut(&i.message, max);
-            PluginError::NotFound(i)
-        }
-        PluginError::Invalid(mut i) => {
-            i.message = cut(&i.message, max);
-            PluginError::Invalid(i)
-        }
-        PluginError::Fatal(mut i) => {
-            i.message = cut(&i.message, max);
-            PluginError::Fatal(i)
-        }
-    }
+fn capped(mut e: PluginError, max: usize) -> PluginError {
+    let m = e.message_mut();
+    *m = super::log::cut(m, max);
+    e
 }
 
 /// The engine runs calls on spawned tasks: the call futures must stay `Send`.

@@ -1,6 +1,16 @@
-//! Jobs: claiming with a lease and a fencing token, and finishing a resource — its state, its
-//! event, the dependents it makes ready and possibly the end of the traversal — in one
-//! transaction. A write whose token is stale (another engine took the job over) is rejected.
+//! Jobs: claiming with a lease and a fencing token, finishing a resource, scheduling the
+//! resources that became ready, and ending a traversal.
+//!
+//! No row is written by every job of a stack (no counter on the stack row): such a row would
+//! serialise a stack's commits, each waiting for the one before to reach the disk. Instead,
+//! readiness and the end of a traversal are decided from the resources' own rows by
+//! conditional statements run *after* the finishing transaction commits. Of two jobs finishing
+//! at once, the one whose check runs last sees both results, so a dependent or the end is never
+//! missed; duplicates are stopped by the jobs' unique key and the stack's status. If an engine
+//! dies between its commit and those checks, `stalled` finds the traversal and any engine
+//! repairs it.
+
+use sqlx::AssertSqlSafe;
 
 use super::{Dialect, Result, Store, StoreError};
 
@@ -30,74 +40,102 @@ pub struct ResourceUpdate {
     pub properties: Option<String>,
 }
 
-/// A finished job: the resource's new state and which resources may now be ready.
-pub struct Finish<'a> {
-    pub update: ResourceUpdate,
-    /// Resources waiting on this one (dependents for create, dependencies for delete).
-    pub wake: &'a [String],
+/// A resource that may be ready, and the resources that must be done (in this traversal, by
+/// the same action) before it.
+pub struct Candidate<'a> {
+    pub name: &'a str,
+    pub after: &'a [String],
 }
 
-/// What finishing changed.
-#[derive(Debug, Default)]
-pub struct Finished {
-    /// Jobs made for resources that became ready.
-    pub scheduled: usize,
-    /// The traversal ended with this job.
-    pub traversal_done: bool,
-}
+type ClaimRow = (i64, String, String, i64, String, i64, Option<String>, i64);
 
 impl Store {
-    /// Claims the next due job, if any, for `lease_ms`. A job whose lease expired (its engine
-    /// died or stalled) is claimable like a new one; the token grows with every claim.
+    /// Claims the next due job, if any, for `lease_ms`, and (unless it resumes polling) marks
+    /// its resource IN_PROGRESS with an event, in one transaction. A job whose lease expired
+    /// (its engine died or stalled) is claimable like a new one; the token grows with every
+    /// claim. Jobs of the stacks in `skip` (those at this engine's per-stack limit) wait.
     pub async fn claim(
         &self,
         engine: &str,
         lease_ms: i64,
-        per_stack_limit: i64,
+        skip: &[String],
     ) -> Result<Option<Claimed>> {
-        let q = match self.dialect {
-            Dialect::Postgres => {
-                "UPDATE jobs SET lease_owner = $1, lease_expires_at = NOW_MS + $2, token = token + 1
-                 WHERE id = (
-                     SELECT j.id FROM jobs j
-                     WHERE j.due_at <= NOW_MS AND (j.lease_expires_at IS NULL OR j.lease_expires_at < NOW_MS)
-                       AND (SELECT COUNT(*) FROM jobs r WHERE r.stack_id = j.stack_id AND r.lease_expires_at >= NOW_MS) < $3
-                     ORDER BY j.due_at, j.id LIMIT 1
-                     FOR UPDATE SKIP LOCKED)
-                 RETURNING id, stack_id, resource, traversal, operation, attempt, pending_state, token"
-            }
+        let lock = match self.dialect {
+            Dialect::Postgres => "FOR UPDATE SKIP LOCKED",
             // SQLite has one writer at a time: the UPDATE is the claim.
-            Dialect::Sqlite => {
-                "UPDATE jobs SET lease_owner = $1, lease_expires_at = NOW_MS + $2, token = token + 1
-                 WHERE id = (
-                     SELECT j.id FROM jobs j
-                     WHERE j.due_at <= NOW_MS AND (j.lease_expires_at IS NULL OR j.lease_expires_at < NOW_MS)
-                       AND (SELECT COUNT(*) FROM jobs r WHERE r.stack_id = j.stack_id AND r.lease_expires_at >= NOW_MS) < $3
-                     ORDER BY j.due_at, j.id LIMIT 1)
-                 RETURNING id, stack_id, resource, traversal, operation, attempt, pending_state, token"
-            }
+            Dialect::Sqlite => "",
         };
-        let row: Option<(i64, String, String, i64, String, i64, Option<String>, i64)> =
-            sqlx::query_as(self.sql(q))
-                .bind(engine)
-                .bind(lease_ms)
-                .bind(per_stack_limit)
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(row.map(
-            |(id, stack_id, resource, traversal, operation, attempt, pending_state, token)| {
-                Claimed {
-                    id,
-                    stack_id,
-                    resource,
-                    traversal,
-                    operation,
-                    attempt,
-                    pending_state,
-                    token,
-                }
-            },
-        ))
+        let skip_list = if skip.is_empty() {
+            String::new()
+        } else {
+            let list: Vec<String> = (0..skip.len()).map(|i| format!("${}", i + 3)).collect();
+            format!("AND j.stack_id NOT IN ({})", list.join(", "))
+        };
+        let q = format!(
+            "UPDATE jobs SET lease_owner = $1, lease_expires_at = NOW_MS + $2, token = token + 1
+             WHERE id = (
+                 SELECT j.id FROM jobs j
+                 WHERE j.due_at <= NOW_MS AND (j.lease_expires_at IS NULL OR j.lease_expires_at < NOW_MS)
+                   {skip_list}
+                 ORDER BY j.due_at, j.id LIMIT 1 {lock})
+             RETURNING id, stack_id, resource, traversal, operation, attempt, pending_state, token"
+        );
+        let mut tx = self.begin().await?;
+        let mut query = sqlx::query_as(self.sql_owned(q))
+            .bind(engine)
+            .bind(lease_ms);
+        for stack in skip {
+            query = query.bind(stack.as_str());
+        }
+        let row: Option<ClaimRow> = query.fetch_optional(&mut *tx).await?;
+        let Some((id, stack_id, resource, traversal, operation, attempt, pending_state, token)) =
+            row
+        else {
+            tx.commit().await?;
+            return Ok(None);
+        };
+        let job = Claimed {
+            id,
+            stack_id,
+            resource,
+            traversal,
+            operation,
+            attempt,
+            pending_state,
+            token,
+        };
+        if job.pending_state.is_none() {
+            let action = action_of(&job.operation);
+            sqlx::query(self.sql(
+                "UPDATE resources SET action = $3, status = 'IN_PROGRESS', status_reason = '', traversal = $4,
+                        updated_at = NOW_MS
+                 WHERE stack_id = $1 AND name = $2",
+            ))
+            .bind(&job.stack_id)
+            .bind(&job.resource)
+            .bind(action)
+            .bind(job.traversal)
+            .execute(&mut *tx)
+            .await?;
+            let reason = if job.attempt > 1 {
+                format!("attempt {}", job.attempt)
+            } else {
+                "state changed".into()
+            };
+            self.event(
+                &mut tx,
+                &job.stack_id,
+                Some(&job.resource),
+                action,
+                "IN_PROGRESS",
+                &reason,
+                None,
+                engine,
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(Some(job))
     }
 
     /// Milliseconds until the next job is due (0 if one is due now), if any job is waiting.
@@ -120,50 +158,6 @@ impl Store {
         .execute(&self.pool)
         .await?
         .rows_affected())
-    }
-
-    /// Records that work on the job's resource started (the first attempt, not each poll).
-    pub async fn start(&self, job: &Claimed, engine: &str, action: &str) -> Result<()> {
-        let mut tx = self.begin().await?;
-        self.check_token(&mut tx, job, engine).await?;
-        sqlx::query(self.sql(
-            "UPDATE resources SET action = $3, status = 'IN_PROGRESS', status_reason = '', updated_at = NOW_MS
-             WHERE stack_id = $1 AND name = $2",
-        ))
-        .bind(&job.stack_id)
-        .bind(&job.resource)
-        .bind(action)
-        .execute(&mut *tx)
-        .await?;
-        self.event(
-            &mut tx,
-            &job.stack_id,
-            Some(&job.resource),
-            action,
-            "IN_PROGRESS",
-            "state changed",
-            None,
-            engine,
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn check_token(
-        &self,
-        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-        job: &Claimed,
-        engine: &str,
-    ) -> Result<()> {
-        let held: Option<(i64,)> =
-            sqlx::query_as("SELECT id FROM jobs WHERE id = $1 AND token = $2 AND lease_owner = $3")
-                .bind(job.id)
-                .bind(job.token)
-                .bind(engine)
-                .fetch_optional(&mut **tx)
-                .await?;
-        held.map(|_| ()).ok_or(StoreError::Fenced(job.id))
     }
 
     /// Puts the job back to run again after `delay_ms` (a long operation's poll), keeping its
@@ -194,15 +188,20 @@ impl Store {
         }
     }
 
-    /// Finishes a job: writes the resource, its event, jobs for resources that became ready,
-    /// and ends the traversal when this was its last job. After a failure in the traversal no
-    /// new work starts; what is running finishes and is recorded.
-    pub async fn finish(
-        &self,
-        job: &Claimed,
-        engine: &str,
-        finish: Finish<'_>,
-    ) -> Result<Finished> {
+    /// Removes a job that belongs to a traversal no longer running (superseded or ended).
+    pub async fn drop_job(&self, job: &Claimed, engine: &str) -> Result<()> {
+        sqlx::query("DELETE FROM jobs WHERE id = $1 AND token = $2 AND lease_owner = $3")
+            .bind(job.id)
+            .bind(job.token)
+            .bind(engine)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Finishes a job: removes it (only if this engine still holds it), writes the resource and
+    /// its event. Then call `schedule_ready` and `try_finish_traversal`.
+    pub async fn finish(&self, job: &Claimed, engine: &str, u: &ResourceUpdate) -> Result<()> {
         let mut tx = self.begin().await?;
         let n = sqlx::query("DELETE FROM jobs WHERE id = $1 AND token = $2 AND lease_owner = $3")
             .bind(job.id)
@@ -214,10 +213,9 @@ impl Store {
         if n != 1 {
             return Err(StoreError::Fenced(job.id));
         }
-        let u = &finish.update;
         sqlx::query(self.sql(
             "UPDATE resources SET action = $3, status = $4, status_reason = $5, physical_id = $6, state = $7,
-                    attributes = $8, properties = COALESCE($9, properties), updated_at = NOW_MS
+                    attributes = $8, properties = COALESCE($9, properties), traversal = $10, updated_at = NOW_MS
              WHERE stack_id = $1 AND name = $2",
         ))
         .bind(&job.stack_id)
@@ -229,6 +227,7 @@ impl Store {
         .bind(&u.state)
         .bind(&u.attributes)
         .bind(&u.properties)
+        .bind(job.traversal)
         .execute(&mut *tx)
         .await?;
         self.event(
@@ -242,54 +241,155 @@ impl Store {
             engine,
         )
         .await?;
+        tx.commit().await?;
+        Ok(())
+    }
 
-        // Locks the stack row: completions of one stack serialise here, so exactly one of them
-        // sees the traversal's last job go.
-        let failed_now = i64::from(u.status == "FAILED");
-        let (failed, traversal): (i64, i64) =
-            sqlx::query_as(self.sql("UPDATE stacks SET failed = failed + $2, updated_at = NOW_MS WHERE id = $1 RETURNING failed, traversal"))
-                .bind(&job.stack_id)
-                .bind(failed_now)
-                .fetch_one(&mut *tx)
-                .await?;
-        if traversal != job.traversal {
-            // A job of a superseded traversal: its result is recorded, nothing more.
-            tx.commit().await?;
-            return Ok(Finished::default());
-        }
-        let mut ready = Vec::new();
-        if failed == 0 {
-            for name in finish.wake {
-                let (left,): (i64,) = sqlx::query_as(
-                    "UPDATE resources SET deps_left = deps_left - 1 WHERE stack_id = $1 AND name = $2 RETURNING deps_left",
+    /// Makes a job for each candidate whose prerequisites are all done in this traversal, as
+    /// long as the traversal runs and nothing in it failed (after a failure, no new work
+    /// starts). Returns how many jobs it made.
+    pub async fn schedule_ready(
+        &self,
+        stack_id: &str,
+        traversal: i64,
+        operation: &str,
+        candidates: &[Candidate<'_>],
+    ) -> Result<u64> {
+        let action = action_of(operation);
+        let mut made = 0;
+        for c in candidates {
+            let list: Vec<String> = (0..c.after.len()).map(|i| format!("${}", i + 6)).collect();
+            let prerequisites = if c.after.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "AND (SELECT COUNT(*) FROM resources WHERE stack_id = $1 AND name IN ({}) AND traversal = $3
+                          AND action = $5 AND status = 'COMPLETE') = {}",
+                    list.join(", "),
+                    c.after.len()
                 )
-                .bind(&job.stack_id)
-                .bind(name)
+            };
+            let q = format!(
+                "INSERT INTO jobs (stack_id, resource, traversal, operation, due_at, created_at)
+                 SELECT $1, $2, $3, $4, NOW_MS, NOW_MS
+                 WHERE EXISTS (SELECT 1 FROM stacks WHERE id = $1 AND traversal = $3 AND status = 'IN_PROGRESS')
+                   AND NOT EXISTS (SELECT 1 FROM resources WHERE stack_id = $1 AND traversal = $3 AND status = 'FAILED')
+                   AND NOT EXISTS (SELECT 1 FROM resources WHERE stack_id = $1 AND name = $2 AND traversal = $3)
+                   {prerequisites}
+                 ON CONFLICT (stack_id, resource, traversal) DO NOTHING"
+            );
+            let mut query = sqlx::query(self.sql_owned(q))
+                .bind(stack_id)
+                .bind(c.name)
+                .bind(traversal)
+                .bind(operation)
+                .bind(action);
+            for a in c.after {
+                query = query.bind(a.as_str());
+            }
+            made += query.execute(&self.pool).await?.rows_affected();
+        }
+        Ok(made)
+    }
+
+    /// Ends the traversal if nothing is left to do: no job remains and either a resource failed
+    /// or every resource is done. Returns whether this call ended it (at most one call does).
+    pub async fn try_finish_traversal(
+        &self,
+        stack_id: &str,
+        traversal: i64,
+        operation: &str,
+        engine: &str,
+    ) -> Result<bool> {
+        // A cheap read first: while jobs remain (almost always), nothing more to do.
+        let job: Option<(i64,)> =
+            sqlx::query_as("SELECT id FROM jobs WHERE stack_id = $1 AND traversal = $2 LIMIT 1")
+                .bind(stack_id)
+                .bind(traversal)
+                .fetch_optional(&self.pool)
+                .await?;
+        if job.is_some() {
+            return Ok(false);
+        }
+        let action = action_of(operation);
+        let mut tx = self.begin().await?;
+        let (failed,): (i64,) =
+            sqlx::query_as("SELECT COUNT(*) FROM resources WHERE stack_id = $1 AND traversal = $2 AND status = 'FAILED'")
+                .bind(stack_id)
+                .bind(traversal)
                 .fetch_one(&mut *tx)
                 .await?;
-                if left == 0 {
-                    ready.push(name.as_str());
-                }
+        if failed == 0 {
+            let (left,): (i64,) = sqlx::query_as(
+                "SELECT COUNT(*) FROM resources WHERE stack_id = $1
+                 AND NOT (traversal = $2 AND action = $3 AND status = 'COMPLETE')",
+            )
+            .bind(stack_id)
+            .bind(traversal)
+            .bind(action)
+            .fetch_one(&mut *tx)
+            .await?;
+            if left > 0 {
+                // Not scheduled yet: the finishing job's next step (or the repair) does it.
+                tx.commit().await?;
+                return Ok(false);
             }
         }
-        self.insert_jobs(&mut tx, &job.stack_id, traversal, &job.operation, &ready)
+        let reason = if failed == 0 {
+            format!("Stack {action} completed successfully")
+        } else {
+            let (name, why): (String, String) = sqlx::query_as(
+                "SELECT name, status_reason FROM resources WHERE stack_id = $1 AND traversal = $2 AND status = 'FAILED'
+                 ORDER BY updated_at, name LIMIT 1",
+            )
+            .bind(stack_id)
+            .bind(traversal)
+            .fetch_one(&mut *tx)
             .await?;
-        let (in_flight,): (i64,) = sqlx::query_as(
-            "UPDATE stacks SET in_flight = in_flight - 1 + $2 WHERE id = $1 RETURNING in_flight",
-        )
-        .bind(&job.stack_id)
-        .bind(ready.len() as i64)
-        .fetch_one(&mut *tx)
-        .await?;
-        let traversal_done = in_flight == 0;
-        if traversal_done {
-            self.finish_traversal(&mut tx, &job.stack_id, &u.action, failed, engine)
-                .await?;
-        }
+            let others = if failed > 1 {
+                format!(" (and {} more)", failed - 1)
+            } else {
+                String::new()
+            };
+            format!("Resource {action} failed: {name}: {why}{others}")
+        };
+        let ended = self
+            .end_traversal(
+                &mut tx,
+                stack_id,
+                traversal,
+                action,
+                failed == 0,
+                &reason,
+                engine,
+            )
+            .await?;
         tx.commit().await?;
-        Ok(Finished {
-            scheduled: ready.len(),
-            traversal_done,
-        })
+        Ok(ended)
+    }
+
+    /// Stacks in progress whose current traversal has no job left: an engine died between
+    /// finishing a job and scheduling what followed. (stack id, traversal, operation).
+    pub async fn stalled(&self) -> Result<Vec<(String, i64, String)>> {
+        let rows: Vec<(String, i64, String)> = sqlx::query_as(AssertSqlSafe(
+            "SELECT s.id, s.traversal, s.action FROM stacks s
+             WHERE s.status = 'IN_PROGRESS'
+               AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.stack_id = s.id AND j.traversal = s.traversal)"
+                .to_string(),
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, t, action)| (id, t, action.to_ascii_lowercase()))
+            .collect())
+    }
+}
+
+/// The resource action a job operation performs.
+pub fn action_of(operation: &str) -> &'static str {
+    match operation {
+        "delete" => "DELETE",
+        _ => "CREATE",
     }
 }

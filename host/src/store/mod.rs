@@ -11,7 +11,7 @@ use std::str::FromStr;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, AssertSqlSafe, ConnectOptions, Executor};
 
-pub use jobs::{Claimed, Finish, Finished, ResourceUpdate};
+pub use jobs::{Candidate, Claimed, ResourceUpdate, action_of};
 pub use stacks::{EventRow, NewResource, NewStack, ResourceRow, StackRow, format_ms};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,6 +123,12 @@ impl Store {
             Dialect::Postgres => "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
         };
         AssertSqlSafe(q.replace("NOW_MS", now))
+    }
+
+    /// `sql` for a statement built at run time (placeholder lists); only constants are spliced.
+    fn sql_owned(&self, q: String) -> AssertSqlSafe<String> {
+        let AssertSqlSafe(now) = self.sql("NOW_MS");
+        AssertSqlSafe(q.replace("NOW_MS", &now))
     }
 
     /// Starts a transaction that takes the write lock at once on SQLite, so that a transaction

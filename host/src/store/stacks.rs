@@ -53,7 +53,7 @@ pub struct EventRow {
 pub struct NewResource {
     pub name: String,
     pub type_name: String,
-    /// How many resources it waits for.
+    /// How many resources it waits for (those with none start at once).
     pub deps: usize,
 }
 
@@ -106,34 +106,32 @@ impl Store {
             .collect();
         let done = new.resources.is_empty();
         sqlx::query(self.sql(
-            "INSERT INTO stacks (id, name, action, status, template, sources, traversal, in_flight, created_at, updated_at)
-             VALUES ($1, $2, 'CREATE', $3, $4, $5, 1, $6, NOW_MS, NOW_MS)",
+            "INSERT INTO stacks (id, name, action, status, template, sources, traversal, created_at, updated_at)
+             VALUES ($1, $2, 'CREATE', $3, $4, $5, 1, NOW_MS, NOW_MS)",
         ))
         .bind(&new.id)
         .bind(&new.name)
         .bind(if done { "COMPLETE" } else { "IN_PROGRESS" })
         .bind(&new.template)
         .bind(&new.sources)
-        .bind(ready.len() as i64)
         .execute(&mut *tx)
         .await?;
         for chunk in new.resources.chunks(CHUNK) {
             let mut q = String::from(
-                "INSERT INTO resources (stack_id, name, type, action, status, deps_left, updated_at) VALUES ",
+                "INSERT INTO resources (stack_id, name, type, action, status, updated_at) VALUES ",
             );
             for i in 0..chunk.len() {
-                let b = i * 3 + 2;
+                let b = i * 2 + 2;
                 q += &format!(
-                    "{}($1, ${b}, ${}, 'INIT', 'COMPLETE', ${}, NOW_MS)",
+                    "{}($1, ${b}, ${}, 'INIT', 'COMPLETE', NOW_MS)",
                     if i > 0 { ", " } else { "" },
-                    b + 1,
-                    b + 2
+                    b + 1
                 );
             }
             let q = self.sql_owned(q);
             let mut query = sqlx::query(q).bind(&new.id);
             for r in chunk {
-                query = query.bind(&r.name).bind(&r.type_name).bind(r.deps as i64);
+                query = query.bind(&r.name).bind(&r.type_name);
             }
             query.execute(&mut *tx).await?;
         }
@@ -163,39 +161,24 @@ impl Store {
         Ok(row)
     }
 
-    /// Starts the DELETE traversal: `dependents` gives, for every resource, how many resources
-    /// depend on it (they must be deleted first).
+    /// Starts the DELETE traversal with jobs for `ready`: the resources nothing depends on.
     pub async fn begin_delete(
         &self,
         stack_id: &str,
-        dependents: &[(String, usize)],
+        ready: &[&str],
         engine: &str,
     ) -> Result<StackRow> {
         let mut tx = self.begin().await?;
         self.lock(&mut tx, stack_id, "DELETE", engine).await?;
-        let ready: Vec<&str> = dependents
-            .iter()
-            .filter(|(_, n)| *n == 0)
-            .map(|(r, _)| r.as_str())
-            .collect();
         let (traversal,): (i64,) = sqlx::query_as(self.sql(
             "UPDATE stacks SET action = 'DELETE', status = 'IN_PROGRESS', status_reason = '', traversal = traversal + 1,
-                    in_flight = $2, failed = 0, updated_at = NOW_MS
+                    updated_at = NOW_MS
              WHERE id = $1 RETURNING traversal",
         ))
         .bind(stack_id)
-        .bind(ready.len() as i64)
         .fetch_one(&mut *tx)
         .await?;
-        for (name, n) in dependents {
-            sqlx::query("UPDATE resources SET deps_left = $3 WHERE stack_id = $1 AND name = $2")
-                .bind(stack_id)
-                .bind(name)
-                .bind(*n as i64)
-                .execute(&mut *tx)
-                .await?;
-        }
-        self.insert_jobs(&mut tx, stack_id, traversal, "delete", &ready)
+        self.insert_jobs(&mut tx, stack_id, traversal, "delete", ready)
             .await?;
         self.event(
             &mut tx,
@@ -208,9 +191,17 @@ impl Store {
             engine,
         )
         .await?;
-        if dependents.is_empty() {
-            self.finish_traversal(&mut tx, stack_id, "DELETE", 0, engine)
-                .await?;
+        if ready.is_empty() {
+            self.end_traversal(
+                &mut tx,
+                stack_id,
+                traversal,
+                "DELETE",
+                true,
+                "Stack DELETE completed successfully",
+                engine,
+            )
+            .await?;
         }
         let row = self.stack_in(&mut tx, stack_id).await?;
         tx.commit().await?;
@@ -311,50 +302,45 @@ impl Store {
         Ok(())
     }
 
-    /// Ends a traversal: the stack's final status, the lock released, the last event.
-    pub(super) async fn finish_traversal(
+    /// Ends a traversal, once: the stack's final status, the lock released, the last event.
+    /// Returns false when it had already ended (or a job appeared meanwhile).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn end_traversal(
         &self,
         tx: &mut sqlx::Transaction<'static, sqlx::Any>,
         stack_id: &str,
+        traversal: i64,
         action: &str,
-        failed: i64,
+        ok: bool,
+        reason: &str,
         engine: &str,
-    ) -> Result<()> {
-        let reason = if failed == 0 {
-            format!("Stack {action} completed successfully")
-        } else {
-            let (name, why): (String, String) = sqlx::query_as(
-                "SELECT name, status_reason FROM resources WHERE stack_id = $1 AND status = 'FAILED' ORDER BY updated_at, name LIMIT 1",
-            )
-            .bind(stack_id)
-            .fetch_one(&mut **tx)
-            .await?;
-            let others = if failed > 1 {
-                format!(" (and {} more)", failed - 1)
-            } else {
-                String::new()
-            };
-            format!("Resource {action} failed: {name}: {why}{others}")
-        };
-        let status = if failed == 0 { "COMPLETE" } else { "FAILED" };
-        let deleted = action == "DELETE" && failed == 0;
-        sqlx::query(self.sql(
-            "UPDATE stacks SET status = $2, status_reason = $3, updated_at = NOW_MS,
-                    deleted_at = CASE WHEN $4 = 1 THEN NOW_MS ELSE deleted_at END
-             WHERE id = $1",
+    ) -> Result<bool> {
+        let status = if ok { "COMPLETE" } else { "FAILED" };
+        let deleted = action == "DELETE" && ok;
+        let n = sqlx::query(self.sql(
+            "UPDATE stacks SET status = $3, status_reason = $4, updated_at = NOW_MS,
+                    deleted_at = CASE WHEN $5 = 1 THEN NOW_MS ELSE deleted_at END
+             WHERE id = $1 AND traversal = $2 AND status = 'IN_PROGRESS'
+               AND NOT EXISTS (SELECT 1 FROM jobs WHERE stack_id = $1 AND traversal = $2)",
         ))
         .bind(stack_id)
+        .bind(traversal)
         .bind(status)
-        .bind(&reason)
+        .bind(reason)
         .bind(deleted as i64)
         .execute(&mut **tx)
-        .await?;
+        .await?
+        .rows_affected();
+        if n == 0 {
+            return Ok(false);
+        }
         sqlx::query("DELETE FROM stack_locks WHERE stack_id = $1")
             .bind(stack_id)
             .execute(&mut **tx)
             .await?;
-        self.event(tx, stack_id, None, action, status, &reason, None, engine)
-            .await
+        self.event(tx, stack_id, None, action, status, reason, None, engine)
+            .await?;
+        Ok(true)
     }
 
     async fn stack_in(
@@ -466,6 +452,18 @@ impl Store {
             .collect()
     }
 
+    /// Up to `limit` resources being worked on now.
+    pub async fn resources_in_progress(&self, stack_id: &str, limit: i64) -> Result<Vec<String>> {
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "SELECT name FROM resources WHERE stack_id = $1 AND status = 'IN_PROGRESS' ORDER BY updated_at, name LIMIT $2",
+        )
+        .bind(stack_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|(n,)| n).collect())
+    }
+
     /// Resource counts by action and status.
     pub async fn resource_counts(&self, stack_id: &str) -> Result<Vec<(String, String, i64)>> {
         Ok(sqlx::query_as(
@@ -474,11 +472,6 @@ impl Store {
         .bind(stack_id)
         .fetch_all(&self.pool)
         .await?)
-    }
-
-    fn sql_owned(&self, q: String) -> AssertSqlSafe<String> {
-        let AssertSqlSafe(now) = self.sql("NOW_MS");
-        AssertSqlSafe(q.replace("NOW_MS", &now))
     }
 }
 
