@@ -121,7 +121,13 @@ fn quickstart_create_inspect_delete() {
     assert_eq!(again.status.code(), Some(4), "{}", text(&again).1);
 
     let out = k.run(&["stack", "delete", "qs"]);
-    assert!(out.status.success(), "{}", text(&out).1);
+    let (_, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("seed  DELETE_COMPLETE"), "{stderr}");
+    assert!(
+        !stderr.contains("CREATE_"),
+        "only this action's progress: {stderr}"
+    );
     let gone = k.run(&["stack", "show", "qs"]);
     assert_eq!(gone.status.code(), Some(5));
     assert!(text(&gone).1.contains("stack 'qs' not found"));

@@ -313,7 +313,13 @@ async fn wait(engine: &Engine, row: &StackRow) -> Result<StackRow, Failure> {
     });
     let store = engine.store();
     let tty = std::io::stderr().is_terminal();
-    let mut last_event = 0;
+    // Show this action's events: from its "Stack ... started" event on.
+    let earlier = store.events(&row.id, 0).await.map_err(store_failure)?;
+    let mut last_event = earlier
+        .iter()
+        .rev()
+        .find(|e| e.resource.is_none() && e.action == row.action && e.status == "IN_PROGRESS")
+        .map_or(0, |e| e.id - 1);
     let result = loop {
         let current = store.find_stack(&row.id).await.map_err(store_failure)?;
         let events = store
