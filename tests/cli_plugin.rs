@@ -84,6 +84,34 @@ fn list_includes_configured_components() {
 }
 
 #[test]
+fn a_plugins_directory_is_loaded_by_file_name() {
+    let k = Kiln::new("plugins_dir = \"my-plugins\"\n[plugins.my-panic]\nmemory_mib = 16\n");
+    let dir = k.dir.path().join("my-plugins");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::copy(artifacts::FIXTURE_PANIC, dir.join("my_panic.wasm")).unwrap();
+    std::fs::write(dir.join("notes.txt"), "not a plugin").unwrap();
+    let (stdout, stderr) = text(&k.run(&["plugin", "list"]));
+    let row = stdout
+        .lines()
+        .find(|l| l.starts_with("Fixture::Panic"))
+        .unwrap_or_else(|| panic!("{stdout}{stderr}"));
+    assert!(
+        row.contains("my-panic") && row.contains("my_panic.wasm"),
+        "{row}"
+    );
+
+    // A [plugins.NAME] with no component must name something that exists.
+    let k = Kiln::new("[plugins.nothing]\nmemory_mib = 16\n");
+    let out = k.run(&["plugin", "list"]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "bad configuration: {stderr}");
+    assert!(
+        stderr.contains("plugins.nothing") && stderr.contains("no `component`"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn inspect_prints_world_version_and_schema() {
     let k = Kiln::new("");
     let out = k.run(&["plugin", "inspect", artifacts::RANDOM_STRING]);

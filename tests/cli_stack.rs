@@ -213,4 +213,17 @@ fn no_wait_then_a_separate_engine_process_does_the_work() {
     assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
     let status = engine.wait().unwrap();
     assert!(status.success(), "{status:?}");
+    // The engine registered itself and, stopping cleanly, said so.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let engines = rt.block_on(async {
+        let store = kiln::store::Store::open(&format!("sqlite://{}", k.db().display()))
+            .await
+            .unwrap();
+        store.engines().await.unwrap()
+    });
+    let me = engines
+        .iter()
+        .find(|e| e.pid == i64::from(pid))
+        .expect("the engine process registered");
+    assert!(me.stopped_at.is_some(), "{me:?}");
 }

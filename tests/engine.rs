@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use kiln::config::{Config, EngineConfig};
 use kiln::engine::{Engine, Sources};
 use kiln::registry::PluginSet;
-use kiln::store::{EventRow, StackRow, Store, StoreError};
+use kiln::store::{Claim, Claimed, EventRow, StackRow, Store, StoreError};
 use kiln::template::{self, SourceFile};
 use support::cloud::FakeCloud;
 use support::db::backends;
@@ -142,6 +142,14 @@ fn dag(width: usize, depth: usize) -> (String, HashMap<String, Vec<String>>) {
     deps.insert("sink".into(), tails);
     text += "outputs:\n  seed:\n    value: {get_attr: [root, value]}\n";
     (text, deps)
+}
+
+/// Claims a job directly, as an engine would.
+async fn claim(store: &Store, engine: &str, lease_ms: i64) -> Claimed {
+    match store.claim(engine, lease_ms, &[], |_| true).await.unwrap() {
+        Claim::Job(job) => job,
+        other => panic!("expected a job, got {other:?}"),
+    }
 }
 
 fn positions(events: &[EventRow], action: &str, status: &str) -> HashMap<String, i64> {
@@ -419,16 +427,8 @@ async fn a_stale_lease_cannot_write() {
         let engine = Engine::new(store.clone(), plugins(&[]).await, EngineConfig::default());
         create(&engine, "fenced", text).await;
         // Engine A claims with a lease that has already run out; engine B takes the job over.
-        let a = store
-            .claim("engine-a", -1000, &[])
-            .await
-            .unwrap()
-            .expect("a job");
-        let b = store
-            .claim("engine-b", 60_000, &[])
-            .await
-            .unwrap()
-            .expect("taken over");
+        let a = claim(&store, "engine-a", -1000).await;
+        let b = claim(&store, "engine-b", 60_000).await;
         assert_eq!(a.id, b.id);
         assert!(b.token > a.token);
         let update = kiln::store::ResourceUpdate {
@@ -476,11 +476,7 @@ async fn a_traversal_left_stalled_by_a_dead_engine_is_repaired() {
         let engine = Engine::new(store.clone(), plugins.clone(), EngineConfig::default());
         let row = create(&engine, "stalled", text).await;
         // An engine finishes `first` and dies before scheduling `second`.
-        let job = store
-            .claim("dead-engine", 60_000, &[])
-            .await
-            .unwrap()
-            .unwrap();
+        let job = claim(&store, "dead-engine", 60_000).await;
         let done = kiln::store::ResourceUpdate {
             action: "CREATE".into(),
             status: "COMPLETE".into(),
@@ -505,6 +501,56 @@ async fn a_traversal_left_stalled_by_a_dead_engine_is_repaired() {
         });
         let end = settle(&store, &row.id).await;
         assert_eq!(end.status, "COMPLETE", "{}: {}", db.name, end.status_reason);
+        let _ = stop.send(true);
+        task.await.unwrap();
+        db.cleanup().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_per_stack_limit_bounds_running_jobs_and_spares_other_stacks() {
+    let many: String = (0..30)
+        .map(|i| format!("  r{i}: {{type: OS::Heat::None}}\n"))
+        .collect();
+    let text = format!("heat_template_version: 2021-04-16\nresources:\n{many}");
+    for db in backends().await {
+        let store = Store::open(&db.url).await.unwrap();
+        let config = EngineConfig {
+            workers: 8,
+            max_concurrent_per_stack: 2,
+            ..EngineConfig::default()
+        };
+        let engine = Engine::new(store.clone(), plugins(&[]).await, config);
+        let first = create(&engine, "limited-1", &text).await;
+        let second = create(&engine, "limited-2", &text).await;
+        let (stop, rx) = watch::channel(false);
+        let task = tokio::spawn({
+            let engine = engine.clone();
+            async move { engine.run(rx).await }
+        });
+        for row in [&first, &second] {
+            assert_eq!(
+                settle(&store, &row.id).await.status,
+                "COMPLETE",
+                "{}",
+                db.name
+            );
+            // From the events: never more than two resources of the stack in progress.
+            let (mut running, mut most) = (0i32, 0i32);
+            for e in store.events(&row.id, 0).await.unwrap() {
+                match (e.resource.is_some(), e.status.as_str()) {
+                    (true, "IN_PROGRESS") => running += 1,
+                    (true, _) => running -= 1,
+                    _ => {}
+                }
+                most = most.max(running);
+            }
+            assert!(
+                most <= 2,
+                "{}: {most} resources of one stack ran at once",
+                db.name
+            );
+        }
         let _ = stop.send(true);
         task.await.unwrap();
         db.cleanup().await;

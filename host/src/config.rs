@@ -88,6 +88,9 @@ pub struct RuntimeConfig {
     /// Serve the plugins compiled into the binary (none, random-string, test-resource,
     /// http-resource, exponential-backoff).
     pub bundled_plugins: bool,
+    /// A directory whose `*.wasm` files are loaded as plugins, each named after its file
+    /// (`my_plugin.wasm` is `my-plugin`; `[plugins.my-plugin]` configures it).
+    pub plugins_dir: Option<PathBuf>,
 }
 
 /// Limits of one plugin call; `[plugins.NAME]` may override them.
@@ -142,6 +145,7 @@ impl Default for RuntimeConfig {
             pooling: Pooling::Auto,
             max_concurrent_calls: 64,
             bundled_plugins: true,
+            plugins_dir: None,
         }
     }
 }
@@ -203,13 +207,15 @@ impl Config {
             message: format!("cannot read: {e}"),
         })?;
         let mut config = Self::parse(&text, &path.display().to_string())?;
-        // Component paths are relative to the file that names them.
+        // Paths are relative to the file that names them.
         let base = path.parent().unwrap_or(Path::new("."));
-        for plugin in config.plugins.values_mut() {
-            if let Some(c) = &mut plugin.component
-                && c.is_relative()
-            {
-                *c = base.join(&*c);
+        let paths = config
+            .plugins
+            .values_mut()
+            .filter_map(|p| p.component.as_mut());
+        for p in paths.chain(config.runtime.plugins_dir.as_mut()) {
+            if p.is_relative() {
+                *p = base.join(&*p);
             }
         }
         Ok(config)

@@ -2,13 +2,14 @@
 //! into one runtime, with each resource type mapped to the plugin that serves it.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
 
 use crate::allow_list::AllowList;
 use crate::artifacts::BUNDLED;
-use crate::config::{Config, PluginConfig};
+use crate::config::{Config, ConfigError, PluginConfig};
 use crate::runtime::{Plugin, PluginRuntime, PluginSpec, Source, TypeSchema, World};
 
 pub struct PluginSet {
@@ -99,42 +100,73 @@ impl PluginSet {
 /// Builds the load list: bundled plugins (with any `[plugins.NAME]` settings) and configured
 /// components. Names are checked here so a typo is reported against the config key.
 pub fn specs(config: &Config) -> anyhow::Result<Vec<PluginSpec>> {
-    let mut specs = Vec::new();
     let default = PluginConfig::default();
-    let bundled = |name: &str| BUNDLED.iter().find(|(n, _, _)| *n == name);
-    for (name, pc) in &config.plugins {
-        if pc.component.is_none() && (bundled(name).is_none() || !config.runtime.bundled_plugins) {
-            let names: Vec<&str> = BUNDLED.iter().map(|(n, _, _)| *n).collect();
-            bail!(
-                "plugins.{name}: no `component` file given, and there is no bundled plugin called '{name}' \
-                 (bundled: {})",
-                names.join(", ")
-            );
-        }
-    }
+    // Where each plugin comes from; later sources replace earlier ones of the same name:
+    // bundled, then the plugins directory, then explicit `component` files.
+    let mut sources: BTreeMap<String, Source> = BTreeMap::new();
     if config.runtime.bundled_plugins {
         for (name, _world, bytes) in BUNDLED {
-            let pc = config.plugins.get(*name).unwrap_or(&default);
-            if pc.component.is_some() {
-                continue; // replaced by a file of the same name
-            }
-            specs.push(spec(
-                config,
-                name,
-                pc,
-                Source::Bytes {
-                    origin: format!("bundled:{name}"),
-                    bytes: Arc::from(*bytes),
-                },
-            )?);
+            let source = Source::Bytes {
+                origin: format!("bundled:{name}"),
+                bytes: Arc::from(*bytes),
+            };
+            sources.insert(name.to_string(), source);
+        }
+    }
+    if let Some(dir) = &config.runtime.plugins_dir {
+        for path in wasm_files(dir)? {
+            let name = path
+                .file_stem()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .replace('_', "-");
+            sources.insert(name, Source::File(path));
         }
     }
     for (name, pc) in &config.plugins {
-        if let Some(path) = &pc.component {
-            specs.push(spec(config, name, pc, Source::File(path.clone()))?);
+        match &pc.component {
+            Some(path) => {
+                sources.insert(name.clone(), Source::File(path.clone()));
+            }
+            None if !sources.contains_key(name) => {
+                return Err(ConfigError {
+                    path: format!("plugins.{name}"),
+                    message: format!(
+                        "no `component` file given, and no bundled plugin or file in \
+                         runtime.plugins_dir is called '{name}' (known: {})",
+                        sources.keys().cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                }
+                .into());
+            }
+            None => {}
         }
     }
-    Ok(specs)
+    sources
+        .into_iter()
+        .map(|(name, source)| {
+            spec(
+                config,
+                &name,
+                config.plugins.get(&name).unwrap_or(&default),
+                source,
+            )
+        })
+        .collect()
+}
+
+/// The `.wasm` files of a plugins directory, sorted.
+fn wasm_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let entries = std::fs::read_dir(dir).map_err(|e| ConfigError {
+        path: "runtime.plugins_dir".into(),
+        message: format!("{}: {e}", dir.display()),
+    })?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "wasm") && p.is_file())
+        .collect();
+    files.sort();
+    Ok(files)
 }
 
 fn spec(

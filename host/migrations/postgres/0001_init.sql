@@ -73,3 +73,14 @@ CREATE TABLE stack_locks (
     holder      TEXT NOT NULL,
     acquired_at BIGINT NOT NULL
 );
+
+-- Engine processes: registered at start, heartbeating on the database clock while they run.
+CREATE TABLE engines (
+    id           TEXT PRIMARY KEY,
+    host         TEXT NOT NULL,
+    pid          BIGINT NOT NULL,
+    version      TEXT NOT NULL,
+    started_at   BIGINT NOT NULL,
+    heartbeat_at BIGINT NOT NULL,
+    stopped_at   BIGINT
+);

@@ -96,9 +96,17 @@ pub async fn run(cmd: PluginCommand, config: &Config) -> Result<(), Failure> {
 }
 
 async fn load_set(config: &Config) -> Result<PluginSet, Failure> {
-    PluginSet::load(config)
-        .await
-        .map_err(|e| Failure::new(exit::PLUGIN_FAULT, format!("{e:#}")))
+    PluginSet::load(config).await.map_err(plugin_set_failure)
+}
+
+/// A plugin set that cannot load: bad configuration is bad input, anything else a plugin fault.
+pub(super) fn plugin_set_failure(e: anyhow::Error) -> Failure {
+    let code = if e.is::<crate::config::ConfigError>() {
+        exit::BAD_INPUT
+    } else {
+        exit::PLUGIN_FAULT
+    };
+    Failure::new(code, format!("{e:#}"))
 }
 
 async fn list(config: &Config, format: Format) -> Result<(), Failure> {

@@ -10,6 +10,7 @@ use clap::Subcommand;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
+use super::plugin::plugin_set_failure;
 use super::table::render;
 use super::validate::TemplateArgs;
 use super::{Failure, Format, exit};
@@ -98,9 +99,7 @@ async fn open(config: &Config) -> Result<Store, Failure> {
 
 async fn engine(config: &Config) -> Result<Engine, Failure> {
     let store = open(config).await?;
-    let plugins = PluginSet::load(config)
-        .await
-        .map_err(|e| Failure::new(exit::PLUGIN_FAULT, format!("{e:#}")))?;
+    let plugins = PluginSet::load(config).await.map_err(plugin_set_failure)?;
     Ok(Engine::new(store, Arc::new(plugins), config.engine.clone()))
 }
 

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::Args;
 use serde_json::json;
 
+use super::plugin::plugin_set_failure;
 use super::table::render;
 use super::{Failure, Format, exit};
 use crate::config::Config;
@@ -60,9 +61,7 @@ fn key_value(s: &str) -> Result<(String, String), String> {
 
 pub async fn run(args: ValidateArgs, config: &Config) -> Result<(), Failure> {
     let (template, environments) = args.template.read()?;
-    let plugins = PluginSet::load(config)
-        .await
-        .map_err(|e| Failure::new(exit::PLUGIN_FAULT, format!("{e:#}")))?;
+    let plugins = PluginSet::load(config).await.map_err(plugin_set_failure)?;
     match template::validate(
         &template,
         &environments,

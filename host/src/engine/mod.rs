@@ -14,7 +14,7 @@ use tokio::sync::{Notify, watch};
 
 use crate::config::EngineConfig;
 use crate::registry::PluginSet;
-use crate::store::{Candidate, NewResource, NewStack, StackRow, Store, StoreError};
+use crate::store::{Candidate, Claim, NewResource, NewStack, StackRow, Store, StoreError};
 use crate::template;
 use plan::Plan;
 pub use resolver::StoredResolver;
@@ -35,6 +35,7 @@ struct Inner {
     wake: Notify,
     /// Parsed templates by stack id, tagged with their traversal.
     plans: Mutex<HashMap<String, Arc<Plan>>>,
+    host: String,
     /// Jobs this engine is working on, by stack (for the per-stack limit).
     running: Mutex<HashMap<String, usize>>,
 }
@@ -50,7 +51,7 @@ pub struct Sources {
 
 impl Engine {
     pub fn new(store: Store, plugins: Arc<PluginSet>, config: EngineConfig) -> Self {
-        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into());
+        let host = hostname();
         let id = format!(
             "{host}-{}-{:04x}",
             std::process::id(),
@@ -65,6 +66,7 @@ impl Engine {
                 wake: Notify::new(),
                 plans: Mutex::new(HashMap::new()),
                 running: Mutex::new(HashMap::new()),
+                host,
             }),
         }
     }
@@ -147,6 +149,13 @@ impl Engine {
     /// Runs the workers until `stop` turns true. Work left unfinished stays in the store (its
     /// leases expire and any engine takes it over).
     pub async fn run(&self, mut stop: watch::Receiver<bool>) {
+        let (store, id) = (&self.inner.store, self.inner.id.as_str());
+        if let Err(e) = store
+            .register_engine(id, &self.inner.host, std::process::id())
+            .await
+        {
+            tracing::warn!("registering engine {id} failed: {e}");
+        }
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..self.inner.config.workers {
             let (engine, stop) = (self.clone(), stop.clone());
@@ -168,6 +177,9 @@ impl Engine {
                 {
                     tracing::warn!("extending leases failed: {e}");
                 }
+                if let Err(e) = engine.inner.store.engine_heartbeat(&engine.inner.id).await {
+                    tracing::warn!("engine heartbeat failed: {e}");
+                }
                 if let Err(e) = engine.repair_stalled().await {
                     tracing::warn!("repairing stalled traversals failed: {e}");
                 }
@@ -176,6 +188,9 @@ impl Engine {
         let _ = stop.wait_for(|s| *s).await;
         while tasks.join_next().await.is_some() {}
         heartbeat.abort();
+        if let Err(e) = store.engine_stopped(id).await {
+            tracing::warn!("deregistering engine {id} failed: {e}");
+        }
     }
 
     /// One worker: claim, process, repeat; sleep until the next due job when idle.
@@ -184,24 +199,34 @@ impl Engine {
         let idle = Duration::from_millis(c.poll_interval_ms);
         while !*stop.borrow() {
             let skip = self.saturated();
-            match self
+            // The slot is taken inside the claim's transaction, so the limit is exact.
+            let mut taken = None;
+            let admit = |stack: &str| {
+                let ok = self.take_slot(stack);
+                if ok {
+                    taken = Some(stack.to_string());
+                }
+                ok
+            };
+            let claimed = self
                 .inner
                 .store
-                .claim(&self.inner.id, c.lease_ms as i64, &skip)
-                .await
-            {
-                Ok(Some(job)) => {
+                .claim(&self.inner.id, c.lease_ms as i64, &skip, admit)
+                .await;
+            if let (Err(_), Some(stack)) = (&claimed, &taken) {
+                self.release_slot(stack);
+            }
+            match claimed {
+                Ok(Claim::Job(job)) => {
                     let stack = job.stack_id.clone();
-                    self.count_running(&stack, 1);
                     let woke = self.process(job).await;
-                    let was_full =
-                        self.count_running(&stack, -1) + 1 >= c.max_concurrent_per_stack as usize;
-                    if woke || was_full {
+                    if self.release_slot(&stack) || woke {
                         self.inner.wake.notify_waiters();
                     }
                     continue;
                 }
-                Ok(None) => {}
+                Ok(Claim::Refused(_)) => continue,
+                Ok(Claim::Nothing) => {}
                 Err(e) => tracing::warn!("claiming a job failed: {e}"),
             }
             // With stacks held back by the limit, due jobs may wait: sleep until woken.
@@ -228,16 +253,32 @@ impl Engine {
             .collect()
     }
 
-    /// Adjusts this engine's count of running jobs of `stack`; returns the new count.
-    fn count_running(&self, stack: &str, delta: isize) -> usize {
+    /// Takes a slot of `stack` if it has one free under the per-stack limit.
+    fn take_slot(&self, stack: &str) -> bool {
+        let limit = self.inner.config.max_concurrent_per_stack as usize;
         let mut running = self.inner.running.lock().unwrap();
         let n = running.entry(stack.to_string()).or_default();
-        *n = n.saturating_add_signed(delta);
-        let now = *n;
-        if now == 0 {
+        if *n >= limit {
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    /// Frees a slot of `stack`; true when the stack was at its limit (so a waiting job of it
+    /// may now run).
+    fn release_slot(&self, stack: &str) -> bool {
+        let limit = self.inner.config.max_concurrent_per_stack as usize;
+        let mut running = self.inner.running.lock().unwrap();
+        let Some(n) = running.get_mut(stack) else {
+            return false;
+        };
+        let was_full = *n >= limit;
+        *n = n.saturating_sub(1);
+        if *n == 0 {
             running.remove(stack);
         }
-        now
+        was_full
     }
 }
 
@@ -290,6 +331,15 @@ impl Engine {
             .schedule_ready(&plan.stack_id, traversal, operation, &candidates)
             .await
     }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".into())
 }
 
 fn new_id() -> String {

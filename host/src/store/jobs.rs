@@ -28,6 +28,15 @@ pub struct Claimed {
     pub token: i64,
 }
 
+/// What `claim` found.
+#[derive(Debug)]
+pub enum Claim {
+    Job(Claimed),
+    /// A due job of this stack was left for later: `admit` refused it.
+    Refused(String),
+    Nothing,
+}
+
 /// What a finished job writes to its resource.
 #[derive(Debug, Clone)]
 pub struct ResourceUpdate {
@@ -53,13 +62,16 @@ impl Store {
     /// Claims the next due job, if any, for `lease_ms`, and (unless it resumes polling) marks
     /// its resource IN_PROGRESS with an event, in one transaction. A job whose lease expired
     /// (its engine died or stalled) is claimable like a new one; the token grows with every
-    /// claim. Jobs of the stacks in `skip` (those at this engine's per-stack limit) wait.
+    /// claim. Jobs of the stacks in `skip` (those at this engine's per-stack limit) wait, and
+    /// `admit` (called before anything is written) may still refuse the job's stack: then the
+    /// claim is rolled back and `Refused` names the stack.
     pub async fn claim(
         &self,
         engine: &str,
         lease_ms: i64,
         skip: &[String],
-    ) -> Result<Option<Claimed>> {
+        admit: impl FnOnce(&str) -> bool,
+    ) -> Result<Claim> {
         let lock = match self.dialect {
             Dialect::Postgres => "FOR UPDATE SKIP LOCKED",
             // SQLite has one writer at a time: the UPDATE is the claim.
@@ -92,8 +104,12 @@ impl Store {
             row
         else {
             tx.commit().await?;
-            return Ok(None);
+            return Ok(Claim::Nothing);
         };
+        if !admit(&stack_id) {
+            tx.rollback().await?;
+            return Ok(Claim::Refused(stack_id));
+        }
         let job = Claimed {
             id,
             stack_id,
@@ -135,7 +151,7 @@ impl Store {
             .await?;
         }
         tx.commit().await?;
-        Ok(Some(job))
+        Ok(Claim::Job(job))
     }
 
     /// Milliseconds until the next job is due (0 if one is due now), if any job is waiting.

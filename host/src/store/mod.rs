@@ -2,6 +2,7 @@
 //! SQLite (the embedded default, WAL) and PostgreSQL (scale-out), through sqlx's Any driver;
 //! the few statements that differ (the clock, claiming) are picked by `Dialect`.
 
+mod engines;
 mod jobs;
 mod stacks;
 
@@ -11,7 +12,8 @@ use std::str::FromStr;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, AssertSqlSafe, ConnectOptions, Executor};
 
-pub use jobs::{Candidate, Claimed, ResourceUpdate, action_of};
+pub use engines::EngineRow;
+pub use jobs::{Candidate, Claim, Claimed, ResourceUpdate, action_of};
 pub use stacks::{EventRow, NewResource, NewStack, ResourceRow, StackRow, format_ms};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
