@@ -12,7 +12,7 @@ const TARGET: &str = "wasm32-wasip2";
 
 /// Plugins shipped inside the `kiln` binary.
 const BUNDLED: &[&str] = &["none", "random-string", "test-resource", "http-resource"];
-const BUNDLED_POLICIES: &[&str] = &["exponential-backoff"];
+const BUNDLED_POLICIES: &[&str] = &["exponential-backoff", "fixed-interval", "never"];
 /// Misbehaving plugins that only tests use.
 const FIXTURES: &[&str] = &[
     "fixture-loop",

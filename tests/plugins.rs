@@ -504,3 +504,64 @@ async fn exponential_backoff_decides_by_kind_attempt_and_retry_after() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fixed_interval_and_never_policies() {
+    let rt = runtime();
+    let fixed = load(&rt, "fixed-interval", artifacts::FIXED_INTERVAL).await;
+    let params = json!({"interval_ms": 300, "max_attempts": 3});
+    assert_eq!(fixed.validate_params(&params).await.unwrap(), Ok(()));
+    let bad = fixed
+        .validate_params(&json!({"interval": 3}))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(bad.contains("interval"), "{bad}");
+    let t = || PluginError::Transient(info("503"));
+    assert_eq!(
+        fixed.decide(&params, &failure(t(), 1, 7)).await.unwrap(),
+        Decision::RetryAfter(300)
+    );
+    assert_eq!(
+        fixed.decide(&params, &failure(t(), 2, 9)).await.unwrap(),
+        Decision::RetryAfter(300)
+    );
+    assert!(matches!(
+        fixed.decide(&params, &failure(t(), 3, 0)).await.unwrap(),
+        Decision::GiveUp(_)
+    ));
+    let throttled = PluginError::Throttled(ThrottledInfo {
+        message: "slow down".into(),
+        status: Some(429),
+        retry_after_ms: Some(900),
+    });
+    assert_eq!(
+        fixed
+            .decide(&params, &failure(throttled, 1, 0))
+            .await
+            .unwrap(),
+        Decision::RetryAfter(900)
+    );
+    let invalid = PluginError::Invalid(info("bad"));
+    assert!(matches!(
+        fixed
+            .decide(&params, &failure(invalid, 1, 0))
+            .await
+            .unwrap(),
+        Decision::GiveUp(_)
+    ));
+
+    let never = load(&rt, "never", artifacts::NEVER).await;
+    assert_eq!(never.validate_params(&json!({})).await.unwrap(), Ok(()));
+    assert!(
+        never
+            .validate_params(&json!({"x": 1}))
+            .await
+            .unwrap()
+            .is_err()
+    );
+    assert!(matches!(
+        never.decide(&json!({}), &failure(t(), 1, 0)).await.unwrap(),
+        Decision::GiveUp(_)
+    ));
+}

@@ -16,6 +16,8 @@ pub struct Config {
     pub runtime: RuntimeConfig,
     /// `[limits]`: defaults for every plugin call.
     pub limits: Limits,
+    /// `[retry]`: named retry policies and the rules that choose them.
+    pub retry: RetryConfig,
     /// `[plugins.NAME]`: a component file, or settings for a bundled plugin of that name.
     pub plugins: BTreeMap<String, PluginConfig>,
 }
@@ -45,6 +47,54 @@ impl DatabaseConfig {
         format!("sqlite://{}", base.join("kiln").join("kiln.db").display())
     }
 }
+
+/// Retry policies (`[retry.policies.NAME]`) and rules (`[[retry.rules]]`, first match wins;
+/// no match uses the policy `default`, which is `exponential-backoff` with its own defaults
+/// unless configured).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    pub policies: BTreeMap<String, PolicyConfig>,
+    pub rules: Vec<RetryRule>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// The retry-policy plugin that decides (a bundled or configured plugin's name).
+    pub component: String,
+    /// The policy's parameters; the policy itself checks them at start (its `validate`).
+    #[serde(default)]
+    pub params: toml::Table,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryRule {
+    /// Resource types it applies to (all when empty).
+    #[serde(default)]
+    pub types: Vec<String>,
+    /// create, update, delete, check (all when empty).
+    #[serde(default)]
+    pub operations: Vec<String>,
+    /// Error kinds: transient, throttled, unauthorized, conflict, not-found, invalid, fatal
+    /// (all when empty).
+    #[serde(default)]
+    pub errors: Vec<String>,
+    /// The policy to use.
+    pub policy: String,
+}
+
+pub const ERROR_KINDS: &[&str] = &[
+    "transient",
+    "throttled",
+    "unauthorized",
+    "conflict",
+    "not-found",
+    "invalid",
+    "fatal",
+];
+pub const OPERATIONS: &[&str] = &["create", "update", "delete", "check"];
 
 /// How an engine process works through jobs.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -86,7 +136,7 @@ pub struct RuntimeConfig {
     /// Plugin instances alive at once in this process (the pool's size).
     pub max_concurrent_calls: u32,
     /// Serve the plugins compiled into the binary (none, random-string, test-resource,
-    /// http-resource, exponential-backoff).
+    /// http-resource, exponential-backoff, fixed-interval, never).
     pub bundled_plugins: bool,
     /// A directory whose `*.wasm` files are loaded as plugins, each named after its file
     /// (`my_plugin.wasm` is `my-plugin`; `[plugins.my-plugin]` configures it).
@@ -311,6 +361,38 @@ impl Config {
                 return Err(format!("{key} must be greater than 0"));
             }
         }
+        for (i, rule) in self.retry.rules.iter().enumerate() {
+            let at = format!("retry.rules[{i}]");
+            if rule.policy != "default" && !self.retry.policies.contains_key(&rule.policy) {
+                let known: Vec<&str> = self.retry.policies.keys().map(String::as_str).collect();
+                return Err(format!(
+                    "{at}.policy: no policy named '{}' (defined: default{}{})",
+                    rule.policy,
+                    if known.is_empty() { "" } else { ", " },
+                    known.join(", ")
+                ));
+            }
+            if let Some(op) = rule
+                .operations
+                .iter()
+                .find(|o| !OPERATIONS.contains(&o.as_str()))
+            {
+                return Err(format!(
+                    "{at}.operations: unknown operation '{op}' ({})",
+                    OPERATIONS.join(", ")
+                ));
+            }
+            if let Some(e) = rule
+                .errors
+                .iter()
+                .find(|e| !ERROR_KINDS.contains(&e.as_str()))
+            {
+                return Err(format!(
+                    "{at}.errors: unknown error kind '{e}' ({})",
+                    ERROR_KINDS.join(", ")
+                ));
+            }
+        }
         for (name, plugin) in &self.plugins {
             AllowList::parse(&plugin.allow_http)
                 .map_err(|e| format!("plugins.{name}.allow_http: {e}"))?;
@@ -397,6 +479,39 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("engine.workers"), "{err}");
+    }
+
+    #[test]
+    fn retry_rules_name_known_policies_operations_and_kinds() {
+        let ok = "[retry.policies.fast]\ncomponent = \"exponential-backoff\"\nparams = { initial_interval_ms = 10 }\n\
+                  [[retry.rules]]\ntypes = [\"Kiln::HTTP::Resource\"]\nerrors = [\"throttled\"]\npolicy = \"fast\"\n";
+        let c = Config::parse(ok, "k.toml").unwrap();
+        assert_eq!(c.retry.rules[0].policy, "fast");
+        assert_eq!(
+            c.retry.policies["fast"].params["initial_interval_ms"].as_integer(),
+            Some(10)
+        );
+        for (bad, named) in [
+            (
+                "[[retry.rules]]\npolicy = \"slow\"\n",
+                "retry.rules[0].policy",
+            ),
+            (
+                "[[retry.rules]]\npolicy = \"default\"\noperations = [\"make\"]\n",
+                "retry.rules[0].operations",
+            ),
+            (
+                "[[retry.rules]]\npolicy = \"default\"\nerrors = [\"flaky\"]\n",
+                "retry.rules[0].errors",
+            ),
+            (
+                "[retry.policies.x]\ncomponent = \"y\"\nparmas = {}\n",
+                "parmas",
+            ),
+        ] {
+            let err = Config::parse(bad, "k.toml").unwrap_err().to_string();
+            assert!(err.contains(named), "{err}");
+        }
     }
 
     #[test]

@@ -43,6 +43,9 @@ CREATE TABLE jobs (
     operation        TEXT NOT NULL,          -- create | delete
     due_at           BIGINT NOT NULL,
     attempt          BIGINT NOT NULL DEFAULT 1,
+    first_failure_at BIGINT,                 -- when the first failed attempt ended
+    last_delay_ms    BIGINT,                 -- the delay chosen before this attempt
+    history          TEXT,                   -- failed attempts so far (JSON list)
     pending_state    TEXT,                   -- set while polling a long operation
     lease_owner      TEXT,
     lease_expires_at BIGINT,

@@ -1,6 +1,8 @@
 //! The `kiln` command line.
 
+mod fault_server;
 mod plugin;
+mod retry;
 mod stack;
 mod table;
 mod validate;
@@ -55,6 +57,11 @@ enum Command {
     Resource(stack::ResourceCommand),
     /// Run an engine: work through every stack's jobs until interrupted.
     Engine,
+    /// Run a fault-injecting fake REST cloud on 127.0.0.1 (for tests and examples).
+    FaultServer(fault_server::FaultServerArgs),
+    /// Retry policies: simulate a policy's schedule.
+    #[command(subcommand)]
+    Retry(retry::RetryCommand),
 }
 
 #[derive(Clone, Copy, Default, ValueEnum)]
@@ -88,6 +95,8 @@ pub async fn run(cli: Cli) -> ExitCode {
             Command::Stack(cmd) => stack::run_stack(cmd, &config).await,
             Command::Resource(cmd) => stack::run_resource(cmd, &config).await,
             Command::Engine => stack::run_engine(&config).await,
+            Command::FaultServer(args) => fault_server::run(args).await,
+            Command::Retry(cmd) => retry::run(cmd, &config).await,
         },
     };
     match result {

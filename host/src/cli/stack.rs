@@ -17,6 +17,7 @@ use super::{Failure, Format, exit};
 use crate::config::Config;
 use crate::engine::{Engine, Sources, StoredResolver};
 use crate::registry::PluginSet;
+use crate::retry::RetryPolicies;
 use crate::store::{EventRow, StackRow, Store, StoreError, format_ms};
 use crate::template;
 
@@ -100,7 +101,10 @@ async fn open(config: &Config) -> Result<Store, Failure> {
 async fn engine(config: &Config) -> Result<Engine, Failure> {
     let store = open(config).await?;
     let plugins = PluginSet::load(config).await.map_err(plugin_set_failure)?;
-    Ok(Engine::new(store, Arc::new(plugins), config.engine.clone()))
+    let policies = RetryPolicies::load(&config.retry, &plugins)
+        .await
+        .map_err(|e| Failure::new(exit::BAD_INPUT, e))?;
+    Ok(Engine::new(store, Arc::new(plugins), config.engine.clone()).with_retry(policies))
 }
 
 pub async fn run_stack(cmd: StackCommand, config: &Config) -> Result<(), Failure> {

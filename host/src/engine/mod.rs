@@ -14,6 +14,7 @@ use tokio::sync::{Notify, watch};
 
 use crate::config::EngineConfig;
 use crate::registry::PluginSet;
+use crate::retry::RetryPolicies;
 use crate::store::{Candidate, Claim, NewResource, NewStack, StackRow, Store, StoreError};
 use crate::template;
 use plan::Plan;
@@ -36,6 +37,8 @@ struct Inner {
     /// Parsed templates by stack id, tagged with their traversal.
     plans: Mutex<HashMap<String, Arc<Plan>>>,
     host: String,
+    /// Retry policies; None when no policy plugin is loaded (then a failed call fails).
+    retry: Option<Arc<RetryPolicies>>,
     /// Jobs this engine is working on, by stack (for the per-stack limit).
     running: Mutex<HashMap<String, usize>>,
 }
@@ -51,6 +54,7 @@ pub struct Sources {
 
 impl Engine {
     pub fn new(store: Store, plugins: Arc<PluginSet>, config: EngineConfig) -> Self {
+        let retry = RetryPolicies::defaults(&plugins).map(Arc::new);
         let host = hostname();
         let id = format!(
             "{host}-{}-{:04x}",
@@ -67,8 +71,18 @@ impl Engine {
                 plans: Mutex::new(HashMap::new()),
                 running: Mutex::new(HashMap::new()),
                 host,
+                retry,
             }),
         }
+    }
+
+    /// Uses the configured retry policies (`RetryPolicies::load`) instead of the default one.
+    /// Call before the engine is cloned or run.
+    pub fn with_retry(mut self, policies: RetryPolicies) -> Self {
+        Arc::get_mut(&mut self.inner)
+            .expect("with_retry before the engine is shared")
+            .retry = Some(Arc::new(policies));
+        self
     }
 
     pub fn id(&self) -> &str {

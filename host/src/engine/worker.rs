@@ -6,6 +6,7 @@ use serde_json::Value;
 use super::Engine;
 use super::StoredResolver;
 use super::plan::Plan;
+use crate::retry::{Attempt, Verdict, as_plugin_error, summarize};
 use crate::runtime::{CallContext, CallError, Current, Operation, Outcome, PluginError};
 use crate::store::{Claimed, ResourceUpdate, StoreError, action_of};
 use crate::template::DeletionPolicy;
@@ -14,7 +15,16 @@ use crate::template::DeletionPolicy;
 enum Step {
     Done(ResourceUpdate),
     Failed(String),
-    Pending { delay_ms: u64, state: Value },
+    Pending {
+        delay_ms: u64,
+        state: Value,
+    },
+    /// Run the call again after `delay_ms` (a retry policy's decision).
+    Retry {
+        delay_ms: u64,
+        history: String,
+        reason: String,
+    },
 }
 
 impl Engine {
@@ -52,6 +62,16 @@ impl Engine {
             Step::Pending { delay_ms, state } => {
                 store
                     .reschedule(job, engine, delay_ms as i64, Some(&state.to_string()))
+                    .await?;
+                return Ok(false);
+            }
+            Step::Retry {
+                delay_ms,
+                history,
+                reason,
+            } => {
+                store
+                    .retry(job, engine, delay_ms as i64, &history, &reason)
                     .await?;
                 return Ok(false);
             }
@@ -189,7 +209,10 @@ impl Engine {
                     delay_ms: p.poll_after_ms,
                     state: p.state,
                 },
-                Err(e) => Step::Failed(e.to_string()),
+                Err(e) => {
+                    self.after_error(job, &res.served_type, Operation::Delete, e)
+                        .await?
+                }
             });
         }
 
@@ -219,8 +242,69 @@ impl Engine {
                 delay_ms: p.poll_after_ms,
                 state: p.state,
             },
-            Err(e) => Step::Failed(e.to_string()),
+            Err(e) => {
+                self.after_error(job, &res.served_type, Operation::Create, e)
+                    .await?
+            }
         })
+    }
+
+    /// A failed call: the retry policy chosen by the rules decides between another attempt
+    /// (when and why, recorded on the job) and giving up with the attempts' history.
+    async fn after_error(
+        &self,
+        job: &Claimed,
+        resource_type: &str,
+        operation: Operation,
+        e: CallError,
+    ) -> Result<Step, StoreError> {
+        let Some(policies) = &self.inner.retry else {
+            return Ok(Step::Failed(e.to_string()));
+        };
+        let error = as_plugin_error(&e);
+        let mut history: Vec<Attempt> = job
+            .history
+            .as_deref()
+            .and_then(|h| serde_json::from_str(h).ok())
+            .unwrap_or_default();
+        history.push(Attempt {
+            kind: error.kind().to_string(),
+            status: error.status(),
+        });
+        let elapsed_ms = match job.first_failure_at {
+            Some(first) => (self.inner.store.now_ms().await? - first).max(0) as u64,
+            None => 0,
+        };
+        let previous = job.last_delay_ms.map(|d| d as u64);
+        let attempt = job.attempt as u32;
+        Ok(
+            match policies
+                .decide(
+                    resource_type,
+                    operation,
+                    &error,
+                    attempt,
+                    elapsed_ms,
+                    previous,
+                )
+                .await
+            {
+                Verdict::RetryAfter { delay_ms, policy } => Step::Retry {
+                    delay_ms,
+                    history: serde_json::to_string(&history).expect("history serialises"),
+                    reason: format!(
+                        "attempt {attempt} failed: {e}; retrying in {delay_ms} ms (policy {policy})"
+                    ),
+                },
+                Verdict::GiveUp { reason, policy } if history.len() == 1 => {
+                    Step::Failed(format!("{e} (not retried: {reason}; policy {policy})"))
+                }
+                Verdict::GiveUp { reason, policy } => Step::Failed(format!(
+                    "{}; policy {policy}; last error: {e}",
+                    summarize(&history, elapsed_ms, &reason)
+                )),
+            },
+        )
     }
 }
 

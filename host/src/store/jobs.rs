@@ -26,6 +26,12 @@ pub struct Claimed {
     /// Set when the job polls a long operation.
     pub pending_state: Option<String>,
     pub token: i64,
+    /// When the first failed attempt ended (database clock, ms), if one did.
+    pub first_failure_at: Option<i64>,
+    /// The delay chosen before this attempt, if it is a retry.
+    pub last_delay_ms: Option<i64>,
+    /// The failed attempts so far (JSON list of `retry::Attempt`).
+    pub history: Option<String>,
 }
 
 /// What `claim` found.
@@ -56,7 +62,20 @@ pub struct Candidate<'a> {
     pub after: &'a [String],
 }
 
-type ClaimRow = (i64, String, String, i64, String, i64, Option<String>, i64);
+#[derive(sqlx::FromRow)]
+struct ClaimRow {
+    id: i64,
+    stack_id: String,
+    resource: String,
+    traversal: i64,
+    operation: String,
+    attempt: i64,
+    pending_state: Option<String>,
+    token: i64,
+    first_failure_at: Option<i64>,
+    last_delay_ms: Option<i64>,
+    history: Option<String>,
+}
 
 impl Store {
     /// Claims the next due job, if any, for `lease_ms`, and (unless it resumes polling) marks
@@ -90,7 +109,8 @@ impl Store {
                  WHERE j.due_at <= NOW_MS AND (j.lease_expires_at IS NULL OR j.lease_expires_at < NOW_MS)
                    {skip_list}
                  ORDER BY j.due_at, j.id LIMIT 1 {lock})
-             RETURNING id, stack_id, resource, traversal, operation, attempt, pending_state, token"
+             RETURNING id, stack_id, resource, traversal, operation, attempt, pending_state, token,
+                       first_failure_at, last_delay_ms, history"
         );
         let mut tx = self.begin().await?;
         let mut query = sqlx::query_as(self.sql_owned(q))
@@ -100,25 +120,26 @@ impl Store {
             query = query.bind(stack.as_str());
         }
         let row: Option<ClaimRow> = query.fetch_optional(&mut *tx).await?;
-        let Some((id, stack_id, resource, traversal, operation, attempt, pending_state, token)) =
-            row
-        else {
+        let Some(r) = row else {
             tx.commit().await?;
             return Ok(Claim::Nothing);
         };
-        if !admit(&stack_id) {
+        if !admit(&r.stack_id) {
             tx.rollback().await?;
-            return Ok(Claim::Refused(stack_id));
+            return Ok(Claim::Refused(r.stack_id));
         }
         let job = Claimed {
-            id,
-            stack_id,
-            resource,
-            traversal,
-            operation,
-            attempt,
-            pending_state,
-            token,
+            id: r.id,
+            stack_id: r.stack_id,
+            resource: r.resource,
+            traversal: r.traversal,
+            operation: r.operation,
+            attempt: r.attempt,
+            pending_state: r.pending_state,
+            token: r.token,
+            first_failure_at: r.first_failure_at,
+            last_delay_ms: r.last_delay_ms,
+            history: r.history,
         };
         if job.pending_state.is_none() {
             let action = action_of(&job.operation);
@@ -202,6 +223,50 @@ impl Store {
         } else {
             Err(StoreError::Fenced(job.id))
         }
+    }
+
+    /// Schedules the next attempt of a failed job after `delay_ms`, recording the failure in
+    /// its history and an event saying what failed, when it runs again and which policy chose.
+    pub async fn retry(
+        &self,
+        job: &Claimed,
+        engine: &str,
+        delay_ms: i64,
+        history: &str,
+        reason: &str,
+    ) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let n = sqlx::query(self.sql(
+            "UPDATE jobs SET attempt = attempt + 1, due_at = NOW_MS + $4, last_delay_ms = $4,
+                    first_failure_at = COALESCE(first_failure_at, NOW_MS), history = $5, pending_state = NULL,
+                    lease_owner = NULL, lease_expires_at = NULL
+             WHERE id = $1 AND token = $2 AND lease_owner = $3",
+        ))
+        .bind(job.id)
+        .bind(job.token)
+        .bind(engine)
+        .bind(delay_ms)
+        .bind(history)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if n != 1 {
+            return Err(StoreError::Fenced(job.id));
+        }
+        let action = action_of(&job.operation);
+        self.event(
+            &mut tx,
+            &job.stack_id,
+            Some(&job.resource),
+            action,
+            "RETRY",
+            reason,
+            None,
+            engine,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Removes a job that belongs to a traversal no longer running (superseded or ended).

@@ -1,0 +1,326 @@
+//! Retries in the engine, on both backends: a policy chosen by the config's rules retries
+//! transient failures at durable due times, gives up with the attempts' history, and a
+//! scheduled retry survives its engine.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kiln::config::{Config, EngineConfig};
+use kiln::engine::{Engine, Sources};
+use kiln::registry::PluginSet;
+use kiln::retry::RetryPolicies;
+use kiln::store::{StackRow, Store};
+use kiln::template::{self, SourceFile};
+use support::cloud::{FakeCloud, Inject};
+use support::db::backends;
+use tokio::sync::watch;
+
+const RETRY: &str = r#"
+[retry.policies.quick]
+component = "exponential-backoff"
+params = { initial_interval_ms = 50, multiplier = 1.0, max_attempts = 3, jitter = "none" }
+
+[retry.policies.slow]
+component = "exponential-backoff"
+params = { initial_interval_ms = 2000, max_attempts = 3, jitter = "none" }
+
+[[retry.rules]]
+types = ["Kiln::HTTP::Resource"]
+policy = "quick"
+
+[[retry.rules]]
+errors = ["transient"]
+operations = ["create"]
+policy = "slow"
+"#;
+
+async fn engine(url: &str, allow: &[String]) -> Engine {
+    let mut config = Config::parse(RETRY, "retry.toml").unwrap();
+    config.runtime.cache_dir = Some(support::shared_cache());
+    config.plugins.insert(
+        "http-resource".into(),
+        kiln::config::PluginConfig {
+            allow_http: allow.to_vec(),
+            ..Default::default()
+        },
+    );
+    let plugins = PluginSet::load(&config).await.unwrap();
+    let policies = RetryPolicies::load(&config.retry, &plugins).await.unwrap();
+    let store = Store::open(url).await.unwrap();
+    Engine::new(store, Arc::new(plugins), EngineConfig::default()).with_retry(policies)
+}
+
+async fn create(engine: &Engine, name: &str, text: &str) -> StackRow {
+    let file = SourceFile {
+        name: "t.yaml".into(),
+        text: text.into(),
+    };
+    let stack =
+        template::validate(&file, &[], &[], engine.plugins()).unwrap_or_else(|e| panic!("{e:?}"));
+    let sources = Sources {
+        template: file.name,
+        template_text: file.text,
+        environments: vec![],
+        parameters: vec![],
+    };
+    engine.create_stack(name, &stack, &sources).await.unwrap()
+}
+
+fn run(engine: &Engine) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+    let (stop, rx) = watch::channel(false);
+    let engine = engine.clone();
+    (stop, tokio::spawn(async move { engine.run(rx).await }))
+}
+
+async fn settle(store: &Store, id: &str) -> StackRow {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let row = store.find_stack(id).await.unwrap();
+        if row.status != "IN_PROGRESS" {
+            return row;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "stack {} still in progress",
+            row.name
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_failing_every_attempt_gives_up_with_its_history() {
+    let text = "heat_template_version: 2021-04-16\nresources:\n  flaky:\n    type: Kiln::HTTP::Resource\n    properties: {url: URL, body: {a: 1}}\n";
+    for db in backends().await {
+        let cloud = FakeCloud::start().await;
+        let e = engine(&db.url, &[cloud.rule()]).await;
+        for status in [503, 500, 429] {
+            cloud.inject(if status == 429 {
+                Inject::Throttle {
+                    retry_after_secs: 0,
+                }
+            } else {
+                Inject::Status(status)
+            });
+        }
+        // Three failures exhaust max_attempts = 3.
+        let requests_before = cloud.requests().len();
+        let row = create(&e, "flaky", &text.replace("URL", &cloud.url())).await;
+        let (stop, task) = run(&e);
+        let end = settle(e.store(), &row.id).await;
+        let _ = stop.send(true);
+        task.await.unwrap();
+        let events = e.store().events(&row.id, 0).await.unwrap();
+        let retries: Vec<_> = events.iter().filter(|ev| ev.status == "RETRY").collect();
+        assert_eq!(end.status, "FAILED", "{}", db.name);
+        assert_eq!(retries.len(), 2, "{}: {events:?}", db.name);
+        assert!(
+            retries[0]
+                .reason
+                .contains("attempt 1 failed: transient (503)")
+                && retries[0].reason.contains("policy quick"),
+            "{}",
+            retries[0].reason
+        );
+        assert!(
+            end.status_reason.contains("gave up after 3 attempts"),
+            "{}",
+            end.status_reason
+        );
+        assert!(
+            end.status_reason
+                .contains("transient (503), transient (500), throttled (429)"),
+            "{}",
+            end.status_reason
+        );
+        // Every attempt carried the same idempotency key.
+        let keys: Vec<_> = cloud.requests()[requests_before..]
+            .iter()
+            .map(|r| r.idempotency_key.clone())
+            .collect();
+        assert_eq!(keys.len(), 3);
+        assert!(
+            keys.windows(2).all(|w| w[0] == w[1] && w[0].is_some()),
+            "{keys:?}"
+        );
+        db.cleanup().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_succeeds_and_creates_the_object_once() {
+    let text = "heat_template_version: 2021-04-16\nresources:\n  obj:\n    type: Kiln::HTTP::Resource\n    properties: {url: URL, body: {a: 1}}\n";
+    for db in backends().await {
+        let cloud = FakeCloud::start().await;
+        let e = engine(&db.url, &[cloud.rule()]).await;
+        cloud.inject(Inject::Status(503));
+        cloud.inject(Inject::Throttle {
+            retry_after_secs: 0,
+        });
+        let row = create(&e, "once", &text.replace("URL", &cloud.url())).await;
+        let (stop, task) = run(&e);
+        let end = settle(e.store(), &row.id).await;
+        let _ = stop.send(true);
+        task.await.unwrap();
+        assert_eq!(end.status, "COMPLETE", "{}: {}", db.name, end.status_reason);
+        assert_eq!(cloud.objects(), 1, "{}", db.name);
+        db.cleanup().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fatal_errors_are_not_retried() {
+    let text = "heat_template_version: 2021-04-16\nresources:\n  broken: {type: OS::Heat::TestResource, properties: {fail: true}}\n";
+    for db in backends().await {
+        let e = engine(&db.url, &[]).await;
+        let row = create(&e, "fatal", text).await;
+        let (stop, task) = run(&e);
+        let end = settle(e.store(), &row.id).await;
+        let _ = stop.send(true);
+        task.await.unwrap();
+        assert_eq!(end.status, "FAILED");
+        assert!(
+            end.status_reason
+                .contains("not retried: fatal errors are not retried"),
+            "{}",
+            end.status_reason
+        );
+        let events = e.store().events(&row.id, 0).await.unwrap();
+        assert!(events.iter().all(|ev| ev.status != "RETRY"), "{}", db.name);
+        db.cleanup().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_retry_survives_its_engine_and_fires_from_another() {
+    // fail_attempts: 1 fails the first attempt (transient); the "slow" rule retries in 2 s.
+    let text = "heat_template_version: 2021-04-16\nresources:\n  later: {type: OS::Heat::TestResource, properties: {fail_attempts: 1}}\n";
+    for db in backends().await {
+        let first = engine(&db.url, &[]).await;
+        let row = create(&first, "durable", text).await;
+        let (stop, task) = run(&first);
+        // Wait for the retry to be scheduled, then stop this engine before it is due.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let events = first.store().events(&row.id, 0).await.unwrap();
+            if events.iter().any(|ev| ev.status == "RETRY") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "no retry was scheduled");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let _ = stop.send(true);
+        task.await.unwrap();
+        assert_eq!(
+            first.store().find_stack(&row.id).await.unwrap().status,
+            "IN_PROGRESS"
+        );
+
+        let second = engine(&db.url, &[]).await;
+        let (stop, task) = run(&second);
+        let end = settle(second.store(), &row.id).await;
+        let _ = stop.send(true);
+        task.await.unwrap();
+        assert_eq!(end.status, "COMPLETE", "{}: {}", db.name, end.status_reason);
+        let events = second.store().events(&row.id, 0).await.unwrap();
+        let done = events
+            .iter()
+            .find(|ev| ev.resource.as_deref() == Some("later") && ev.status == "COMPLETE")
+            .unwrap();
+        assert_eq!(
+            done.engine.as_deref(),
+            Some(second.id()),
+            "{}: the new engine ran the retry",
+            db.name
+        );
+        let retry = events.iter().find(|ev| ev.status == "RETRY").unwrap();
+        assert!(
+            retry.reason.contains("retrying in 2000 ms (policy slow)"),
+            "{}",
+            retry.reason
+        );
+        db.cleanup().await;
+    }
+}
+
+fn kiln(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(args)
+        .env_remove("KILN_CONFIG")
+        .env("KILN_RUNTIME__CACHE_DIR", support::shared_cache())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn simulate_prints_the_schedule_of_the_example_config() {
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/kiln.toml");
+    let out = kiln(&[
+        "-c",
+        config,
+        "retry",
+        "simulate",
+        "--errors",
+        "503,429:2000,invalid",
+        "--type",
+        "Kiln::HTTP::Resource",
+        "--format",
+        "json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 3);
+    assert_eq!(rows[0]["policy"], "api");
+    assert!(
+        rows[1]["delay_ms"].as_u64().unwrap() >= 2000,
+        "retry-after is honoured: {}",
+        rows[1]
+    );
+    assert!(
+        rows[2]["decision"].as_str().unwrap().starts_with("give up"),
+        "{}",
+        rows[2]
+    );
+    // The same seed gives the same schedule.
+    let again = kiln(&[
+        "-c",
+        config,
+        "retry",
+        "simulate",
+        "--errors",
+        "503,429:2000,invalid",
+        "--type",
+        "Kiln::HTTP::Resource",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(out.stdout, again.stdout);
+}
+
+#[test]
+fn a_policy_rejecting_its_parameters_stops_the_start_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("kiln.toml");
+    std::fs::write(&config, "[retry.policies.p]\ncomponent = \"exponential-backoff\"\nparams = { jitter = \"sometimes\" }\n").unwrap();
+    let out = kiln(&[
+        "-c",
+        config.to_str().unwrap(),
+        "retry",
+        "simulate",
+        "--errors",
+        "503",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("retry.policies.p.params") && stderr.contains("jitter"),
+        "{stderr}"
+    );
+}
