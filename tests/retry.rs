@@ -324,3 +324,86 @@ fn a_policy_rejecting_its_parameters_stops_the_start_naming_the_key() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_200_resource_stack_completes_against_30_percent_transient_faults_creating_each_object_once()
+ {
+    use kiln::fault_server::{FaultConfig, FaultServer, FaultSpec, Mix};
+    let rates: std::collections::BTreeMap<FaultSpec, f64> = [
+        ("503", 0.12),
+        ("500", 0.05),
+        ("reset", 0.05),
+        ("429:0", 0.03),
+        ("after:503", 0.05),
+    ]
+    .into_iter()
+    .map(|(f, p)| (f.parse().unwrap(), p))
+    .collect();
+    let mix = Mix {
+        rates,
+        only_methods: vec!["POST".into()],
+        seed: Some(7),
+    };
+    for db in backends().await {
+        let server = FaultServer::start(FaultConfig {
+            mix: mix.clone(),
+            ..FaultConfig::default()
+        })
+        .await
+        .unwrap();
+        let url = server.url("items");
+        let mut text = String::from("heat_template_version: 2021-04-16\nresources:\n");
+        for i in 0..200 {
+            text += &format!(
+                "  o{i}:\n    type: Kiln::HTTP::Resource\n    properties: {{url: \"{url}\", body: {{n: {i}}}}}\n"
+            );
+        }
+        // At 30% a resource may fail several times in a row: a patient policy.
+        let rule = format!("http://{}", server.addr());
+        let mut config = Config::parse(
+            "[retry.policies.patient]\ncomponent = \"exponential-backoff\"\n\
+             params = { initial_interval_ms = 20, max_interval_ms = 200, max_attempts = 25, jitter = \"full\" }\n\
+             [[retry.rules]]\npolicy = \"patient\"\n",
+            "retry.toml",
+        )
+        .unwrap();
+        config.runtime.cache_dir = Some(support::shared_cache());
+        config.plugins.insert(
+            "http-resource".into(),
+            kiln::config::PluginConfig {
+                allow_http: vec![rule],
+                ..Default::default()
+            },
+        );
+        let plugins = PluginSet::load(&config).await.unwrap();
+        let policies = RetryPolicies::load(&config.retry, &plugins).await.unwrap();
+        let store = Store::open(&db.url).await.unwrap();
+        let e = Engine::new(store, Arc::new(plugins), EngineConfig::default()).with_retry(policies);
+
+        let row = create(&e, "faulty", &text).await;
+        let (stop, task) = run(&e);
+        let end = settle(e.store(), &row.id).await;
+        let _ = stop.send(true);
+        task.await.unwrap();
+        assert_eq!(end.status, "COMPLETE", "{}: {}", db.name, end.status_reason);
+
+        let stats = server.stats();
+        assert_eq!(stats.objects_live, 200, "{}: {stats:?}", db.name);
+        assert!(
+            stats.keys_created_more_than_once.is_empty(),
+            "{}: each object exactly once: {stats:?}",
+            db.name
+        );
+        let faulted: u64 = stats.faults.values().sum();
+        assert!(
+            faulted >= 40,
+            "{}: the mix really failed calls: {stats:?}",
+            db.name
+        );
+        // Every failed call was retried, and every retry is an event.
+        let events = e.store().events(&row.id, 0).await.unwrap();
+        let retries = events.iter().filter(|ev| ev.status == "RETRY").count() as u64;
+        assert_eq!(retries, faulted, "{}", db.name);
+        db.cleanup().await;
+    }
+}
