@@ -5,34 +5,17 @@ mod support;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use kiln::config::{Config, EngineConfig};
 use kiln::engine::{Engine, Sources};
 use kiln::registry::PluginSet;
-use kiln::store::{Claim, Claimed, EventRow, StackRow, Store, StoreError};
-use kiln::template::{self, SourceFile};
+use kiln::store::{Claim, Claimed, EventRow, Store, StoreError};
 use support::cloud::FakeCloud;
 use support::db::backends;
-use tokio::sync::watch;
+use support::stacks::{Running, create, run, settle, validate};
 
 async fn plugins(allow: &[String]) -> Arc<PluginSet> {
-    let mut config = Config::default();
-    config.runtime.cache_dir = Some(support::shared_cache());
-    config.plugins.insert(
-        "http-resource".into(),
-        kiln::config::PluginConfig {
-            allow_http: allow.to_vec(),
-            ..Default::default()
-        },
-    );
-    Arc::new(PluginSet::load(&config).await.unwrap())
-}
-
-struct Running {
-    engine: Engine,
-    stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
+    support::stacks::plugins(Config::default(), allow).await
 }
 
 async fn start(url: &str, plugins: Arc<PluginSet>, workers: u32) -> Running {
@@ -41,67 +24,7 @@ async fn start(url: &str, plugins: Arc<PluginSet>, workers: u32) -> Running {
         workers,
         ..EngineConfig::default()
     };
-    let engine = Engine::new(store, plugins, config);
-    let (stop, rx) = watch::channel(false);
-    let task = tokio::spawn({
-        let engine = engine.clone();
-        async move { engine.run(rx).await }
-    });
-    Running { engine, stop, task }
-}
-
-impl Running {
-    async fn shutdown(self) {
-        let _ = self.stop.send(true);
-        self.task.await.unwrap();
-    }
-}
-
-fn validate(text: &str, engine: &Engine) -> template::Stack {
-    let file = SourceFile {
-        name: "test.yaml".into(),
-        text: text.into(),
-    };
-    template::validate(&file, &[], &[], engine.plugins()).unwrap_or_else(|errors| {
-        panic!(
-            "{}",
-            errors
-                .iter()
-                .map(|e| e.to_string())
-                .collect::<Vec<_>>()
-                .join("\n")
-        )
-    })
-}
-
-async fn create(engine: &Engine, name: &str, text: &str) -> StackRow {
-    let stack = validate(text, engine);
-    let sources = Sources {
-        template: "test.yaml".into(),
-        template_text: text.into(),
-        environments: vec![],
-        parameters: vec![],
-    };
-    engine.create_stack(name, &stack, &sources).await.unwrap()
-}
-
-/// Waits (generously) until the stack's current action ends.
-async fn settle(store: &Store, id: &str) -> StackRow {
-    let deadline = Instant::now() + Duration::from_secs(180);
-    loop {
-        let row = store.find_stack(id).await.unwrap();
-        if row.status != "IN_PROGRESS" {
-            return row;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "stack {} still {}_{}",
-            row.name,
-            row.action,
-            row.status
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    run(&Engine::new(store, plugins, config))
 }
 
 /// A layered DAG: a root, `width` fan-out branches of chains `depth` long, a fan-in, and
@@ -493,16 +416,10 @@ async fn a_traversal_left_stalled_by_a_dead_engine_is_repaired() {
             lease_ms: 900,
             ..EngineConfig::default()
         };
-        let live = Engine::new(store.clone(), plugins, config);
-        let (stop, rx) = watch::channel(false);
-        let task = tokio::spawn({
-            let live = live.clone();
-            async move { live.run(rx).await }
-        });
+        let live = run(&Engine::new(store.clone(), plugins, config));
         let end = settle(&store, &row.id).await;
         assert_eq!(end.status, "COMPLETE", "{}: {}", db.name, end.status_reason);
-        let _ = stop.send(true);
-        task.await.unwrap();
+        live.shutdown().await;
         db.cleanup().await;
     }
 }
@@ -523,11 +440,7 @@ async fn the_per_stack_limit_bounds_running_jobs_and_spares_other_stacks() {
         let engine = Engine::new(store.clone(), plugins(&[]).await, config);
         let first = create(&engine, "limited-1", &text).await;
         let second = create(&engine, "limited-2", &text).await;
-        let (stop, rx) = watch::channel(false);
-        let task = tokio::spawn({
-            let engine = engine.clone();
-            async move { engine.run(rx).await }
-        });
+        let running = run(&engine);
         for row in [&first, &second] {
             assert_eq!(
                 settle(&store, &row.id).await.status,
@@ -551,8 +464,7 @@ async fn the_per_stack_limit_bounds_running_jobs_and_spares_other_stacks() {
                 db.name
             );
         }
-        let _ = stop.send(true);
-        task.await.unwrap();
+        running.shutdown().await;
         db.cleanup().await;
     }
 }

@@ -4,18 +4,15 @@
 
 mod support;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kiln::config::{Config, EngineConfig};
-use kiln::engine::{Engine, Sources};
-use kiln::registry::PluginSet;
+use kiln::engine::Engine;
 use kiln::retry::RetryPolicies;
-use kiln::store::{StackRow, Store};
-use kiln::template::{self, SourceFile};
+use kiln::store::Store;
 use support::cloud::{FakeCloud, Inject};
 use support::db::backends;
-use tokio::sync::watch;
+use support::stacks::{create, run, settle};
 
 const RETRY: &str = r#"
 [retry.policies.quick]
@@ -37,57 +34,15 @@ policy = "slow"
 "#;
 
 async fn engine(url: &str, allow: &[String]) -> Engine {
-    let mut config = Config::parse(RETRY, "retry.toml").unwrap();
-    config.runtime.cache_dir = Some(support::shared_cache());
-    config.plugins.insert(
-        "http-resource".into(),
-        kiln::config::PluginConfig {
-            allow_http: allow.to_vec(),
-            ..Default::default()
-        },
-    );
-    let plugins = PluginSet::load(&config).await.unwrap();
+    engine_with(RETRY, url, allow).await
+}
+
+async fn engine_with(retry: &str, url: &str, allow: &[String]) -> Engine {
+    let config = Config::parse(retry, "retry.toml").unwrap();
+    let plugins = support::stacks::plugins(config.clone(), allow).await;
     let policies = RetryPolicies::load(&config.retry, &plugins).await.unwrap();
     let store = Store::open(url).await.unwrap();
-    Engine::new(store, Arc::new(plugins), EngineConfig::default()).with_retry(policies)
-}
-
-async fn create(engine: &Engine, name: &str, text: &str) -> StackRow {
-    let file = SourceFile {
-        name: "t.yaml".into(),
-        text: text.into(),
-    };
-    let stack =
-        template::validate(&file, &[], &[], engine.plugins()).unwrap_or_else(|e| panic!("{e:?}"));
-    let sources = Sources {
-        template: file.name,
-        template_text: file.text,
-        environments: vec![],
-        parameters: vec![],
-    };
-    engine.create_stack(name, &stack, &sources).await.unwrap()
-}
-
-fn run(engine: &Engine) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
-    let (stop, rx) = watch::channel(false);
-    let engine = engine.clone();
-    (stop, tokio::spawn(async move { engine.run(rx).await }))
-}
-
-async fn settle(store: &Store, id: &str) -> StackRow {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let row = store.find_stack(id).await.unwrap();
-        if row.status != "IN_PROGRESS" {
-            return row;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "stack {} still in progress",
-            row.name
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    Engine::new(store, plugins, EngineConfig::default()).with_retry(policies)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -108,10 +63,9 @@ async fn a_call_failing_every_attempt_gives_up_with_its_history() {
         // Three failures exhaust max_attempts = 3.
         let requests_before = cloud.requests().len();
         let row = create(&e, "flaky", &text.replace("URL", &cloud.url())).await;
-        let (stop, task) = run(&e);
+        let running = run(&e);
         let end = settle(e.store(), &row.id).await;
-        let _ = stop.send(true);
-        task.await.unwrap();
+        running.shutdown().await;
         let events = e.store().events(&row.id, 0).await.unwrap();
         let retries: Vec<_> = events.iter().filter(|ev| ev.status == "RETRY").collect();
         assert_eq!(end.status, "FAILED", "{}", db.name);
@@ -160,10 +114,9 @@ async fn a_retry_succeeds_and_creates_the_object_once() {
             retry_after_secs: 0,
         });
         let row = create(&e, "once", &text.replace("URL", &cloud.url())).await;
-        let (stop, task) = run(&e);
+        let running = run(&e);
         let end = settle(e.store(), &row.id).await;
-        let _ = stop.send(true);
-        task.await.unwrap();
+        running.shutdown().await;
         assert_eq!(end.status, "COMPLETE", "{}: {}", db.name, end.status_reason);
         assert_eq!(cloud.objects(), 1, "{}", db.name);
         db.cleanup().await;
@@ -176,10 +129,9 @@ async fn fatal_errors_are_not_retried() {
     for db in backends().await {
         let e = engine(&db.url, &[]).await;
         let row = create(&e, "fatal", text).await;
-        let (stop, task) = run(&e);
+        let running = run(&e);
         let end = settle(e.store(), &row.id).await;
-        let _ = stop.send(true);
-        task.await.unwrap();
+        running.shutdown().await;
         assert_eq!(end.status, "FAILED");
         assert!(
             end.status_reason
@@ -200,7 +152,7 @@ async fn a_scheduled_retry_survives_its_engine_and_fires_from_another() {
     for db in backends().await {
         let first = engine(&db.url, &[]).await;
         let row = create(&first, "durable", text).await;
-        let (stop, task) = run(&first);
+        let running = run(&first);
         // Wait for the retry to be scheduled, then stop this engine before it is due.
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -211,18 +163,16 @@ async fn a_scheduled_retry_survives_its_engine_and_fires_from_another() {
             assert!(Instant::now() < deadline, "no retry was scheduled");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let _ = stop.send(true);
-        task.await.unwrap();
+        running.shutdown().await;
         assert_eq!(
             first.store().find_stack(&row.id).await.unwrap().status,
             "IN_PROGRESS"
         );
 
         let second = engine(&db.url, &[]).await;
-        let (stop, task) = run(&second);
+        let running = run(&second);
         let end = settle(second.store(), &row.id).await;
-        let _ = stop.send(true);
-        task.await.unwrap();
+        running.shutdown().await;
         assert_eq!(end.status, "COMPLETE", "{}: {}", db.name, end.status_reason);
         let events = second.store().events(&row.id, 0).await.unwrap();
         let done = events
@@ -359,32 +309,15 @@ async fn a_200_resource_stack_completes_against_30_percent_transient_faults_crea
             );
         }
         // At 30% a resource may fail several times in a row: a patient policy.
-        let rule = format!("http://{}", server.addr());
-        let mut config = Config::parse(
-            "[retry.policies.patient]\ncomponent = \"exponential-backoff\"\n\
+        let patient = "[retry.policies.patient]\ncomponent = \"exponential-backoff\"\n\
              params = { initial_interval_ms = 20, max_interval_ms = 200, max_attempts = 25, jitter = \"full\" }\n\
-             [[retry.rules]]\npolicy = \"patient\"\n",
-            "retry.toml",
-        )
-        .unwrap();
-        config.runtime.cache_dir = Some(support::shared_cache());
-        config.plugins.insert(
-            "http-resource".into(),
-            kiln::config::PluginConfig {
-                allow_http: vec![rule],
-                ..Default::default()
-            },
-        );
-        let plugins = PluginSet::load(&config).await.unwrap();
-        let policies = RetryPolicies::load(&config.retry, &plugins).await.unwrap();
-        let store = Store::open(&db.url).await.unwrap();
-        let e = Engine::new(store, Arc::new(plugins), EngineConfig::default()).with_retry(policies);
+             [[retry.rules]]\npolicy = \"patient\"\n";
+        let e = engine_with(patient, &db.url, &[format!("http://{}", server.addr())]).await;
 
         let row = create(&e, "faulty", &text).await;
-        let (stop, task) = run(&e);
+        let running = run(&e);
         let end = settle(e.store(), &row.id).await;
-        let _ = stop.send(true);
-        task.await.unwrap();
+        running.shutdown().await;
         assert_eq!(end.status, "COMPLETE", "{}: {}", db.name, end.status_reason);
 
         let stats = server.stats();

@@ -4,6 +4,7 @@
 
 pub mod cloud;
 pub mod db;
+pub mod stacks;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -1,0 +1,91 @@
+//! Driving stacks in-process for engine tests: the configured plugins, a running engine,
+//! creating a stack from template text, and waiting (generously) for its action to end.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kiln::config::Config;
+use kiln::engine::{Engine, Sources};
+use kiln::registry::PluginSet;
+use kiln::store::{StackRow, Store};
+use kiln::template::{self, SourceFile};
+use tokio::sync::watch;
+
+/// The plugins of `config` (with the tests' shared cache), `http-resource` allowed `allow`.
+pub async fn plugins(mut config: Config, allow: &[String]) -> Arc<PluginSet> {
+    config.runtime.cache_dir = Some(super::shared_cache());
+    config.plugins.insert(
+        "http-resource".into(),
+        kiln::config::PluginConfig {
+            allow_http: allow.to_vec(),
+            ..Default::default()
+        },
+    );
+    Arc::new(PluginSet::load(&config).await.unwrap())
+}
+
+/// An engine's workers running until `shutdown`.
+pub struct Running {
+    pub engine: Engine,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+pub fn run(engine: &Engine) -> Running {
+    let (stop, rx) = watch::channel(false);
+    let task = tokio::spawn({
+        let engine = engine.clone();
+        async move { engine.run(rx).await }
+    });
+    Running {
+        engine: engine.clone(),
+        stop,
+        task,
+    }
+}
+
+impl Running {
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        self.task.await.unwrap();
+    }
+}
+
+pub fn validate(text: &str, engine: &Engine) -> template::Stack {
+    let file = SourceFile {
+        name: "test.yaml".into(),
+        text: text.into(),
+    };
+    template::validate(&file, &[], &[], engine.plugins()).unwrap_or_else(|errors| {
+        let lines: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        panic!("{}", lines.join("\n"))
+    })
+}
+
+pub async fn create(engine: &Engine, name: &str, text: &str) -> StackRow {
+    let stack = validate(text, engine);
+    let sources = Sources {
+        template: "test.yaml".into(),
+        template_text: text.into(),
+        environments: vec![],
+        parameters: vec![],
+    };
+    engine.create_stack(name, &stack, &sources).await.unwrap()
+}
+
+/// Waits until the stack's current action ends.
+pub async fn settle(store: &Store, id: &str) -> StackRow {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let row = store.find_stack(id).await.unwrap();
+        if row.status != "IN_PROGRESS" {
+            return row;
+        }
+        let (name, action) = (&row.name, &row.action);
+        assert!(
+            Instant::now() < deadline,
+            "stack {name} still {action}_IN_PROGRESS"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
