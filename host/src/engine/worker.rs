@@ -155,7 +155,7 @@ impl Engine {
             .pending_state
             .as_ref()
             .map(|s| serde_json::from_str::<Value>(s).unwrap_or(Value::Null));
-        let mut ctx = CallContext {
+        let ctx = CallContext {
             stack: plan.stack_name.clone(),
             resource: job.resource.clone(),
             resource_type: res.served_type.clone(),
@@ -223,7 +223,6 @@ impl Engine {
             Ok(p) => p,
             Err(e) => return Ok(Step::Failed(e.to_string())),
         };
-        ctx.operation = Operation::Create;
         let result = match &polling {
             Some(state) => plugin.poll(&ctx, &props, state).await,
             None => plugin.create(&ctx, &props).await,
