@@ -340,3 +340,54 @@ async fn a_200_resource_stack_completes_against_30_percent_transient_faults_crea
         db.cleanup().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jitter_spreads_retries() {
+    // 20 resources fail three times each; with full jitter over a second, no two resources
+    // share a schedule (a collision of three uniform draws in 0..=1000 ms is ~1e-9 likely).
+    let spread = "[retry.policies.spread]\ncomponent = \"exponential-backoff\"\n\
+                  params = { initial_interval_ms = 1000, multiplier = 1.0, max_attempts = 10, jitter = \"full\" }\n\
+                  [[retry.rules]]\npolicy = \"spread\"\n";
+    let many: String = (0..20)
+        .map(|i| {
+            format!("  r{i}: {{type: OS::Heat::TestResource, properties: {{fail_attempts: 3}}}}\n")
+        })
+        .collect();
+    let text = format!("heat_template_version: 2021-04-16\nresources:\n{many}");
+    let db = backends().await.remove(0);
+    let e = engine_with(spread, &db.url, &[]).await;
+    let row = create(&e, "jitter", &text).await;
+    let running = run(&e);
+    let end = settle(e.store(), &row.id).await;
+    running.shutdown().await;
+    assert_eq!(end.status, "COMPLETE", "{}", end.status_reason);
+    let mut schedules: std::collections::BTreeMap<String, Vec<u64>> = Default::default();
+    for ev in e.store().events(&row.id, 0).await.unwrap() {
+        if ev.status != "RETRY" {
+            continue;
+        }
+        let delay = ev
+            .reason
+            .split("retrying in ")
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .unwrap();
+        schedules
+            .entry(ev.resource.unwrap())
+            .or_default()
+            .push(delay.parse().unwrap());
+    }
+    assert_eq!(schedules.len(), 20);
+    assert!(
+        schedules
+            .values()
+            .all(|s| s.len() == 3 && s.iter().all(|d| *d <= 1000)),
+        "{schedules:?}"
+    );
+    let distinct: std::collections::BTreeSet<&Vec<u64>> = schedules.values().collect();
+    assert_eq!(
+        distinct.len(),
+        20,
+        "two resources retried in lockstep: {schedules:?}"
+    );
+}
