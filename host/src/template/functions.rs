@@ -653,6 +653,9 @@ fn replace_all(template: &str, params: &Map<String, Value>) -> String {
     out
 }
 
+/// Items one `repeat` may make.
+const MAX_REPEAT: usize = 100_000;
+
 fn repeat(args: &Value) -> Result<Value, String> {
     let for_each = args
         .get("for_each")
@@ -673,6 +676,15 @@ fn repeat(args: &Value) -> Result<Value, String> {
             )
         })?;
         lists.push((placeholder.as_str(), values));
+    }
+    // The product of the lists' lengths can be astronomic; refuse before building it.
+    let count = lists
+        .iter()
+        .try_fold(1usize, |n, (_, v)| n.checked_mul(v.len().max(1)));
+    if permutations && count.is_none_or(|n| n > MAX_REPEAT) {
+        return Err(format!(
+            "the permutations of for_each would make more than {MAX_REPEAT} items"
+        ));
     }
     let rows: Vec<Vec<(&str, String)>> = if permutations {
         lists.iter().fold(vec![Vec::new()], |rows, (p, values)| {
@@ -915,6 +927,14 @@ mod tests {
         assert_eq!(
             err("{repeat: {for_each: {A: [1], B: []}, template: A, permutations: false}}"),
             "t.yaml:1:5: v.repeat: with permutations: false, every for_each list must have the same length"
+        );
+        let huge: Vec<String> = (0..400).map(|i| i.to_string()).collect();
+        let list = huge.join(", ");
+        let text = format!("{{repeat: {{for_each: {{A: [{list}], B: [{list}]}}, template: A-B}}}}");
+        assert!(
+            err(&text).contains("more than 100000 items"),
+            "{}",
+            err(&text)
         );
         assert_eq!(
             ok("{map_merge: [{a: 1}, {a: 2, b: 3}]}"),

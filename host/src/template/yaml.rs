@@ -140,6 +140,15 @@ pub fn parse(text: &str) -> Result<Node, Vec<YamlError>> {
             }
         }
         builder.event(event, span);
+        if builder.nodes > MAX_NODES {
+            return Err(vec![YamlError {
+                pos: Pos::of(span),
+                message: format!(
+                    "the document expands to more than {MAX_NODES} nodes (aliases repeating \
+                     aliases?); a template is never that large"
+                ),
+            }]);
+        }
     }
     if !builder.errors.is_empty() {
         return Err(builder.errors);
@@ -150,16 +159,24 @@ pub fn parse(text: &str) -> Result<Node, Vec<YamlError>> {
     }))
 }
 
-/// Collections being built, innermost last. A mapping keeps its pending key.
+/// Nodes a document may expand to. Aliases copy their anchored node, so without a bound a few
+/// lines of nested aliases ("billion laughs") would take all the memory of the process.
+const MAX_NODES: usize = 2_000_000;
+
+/// Collections being built, innermost last, with the node count when each started. A mapping
+/// keeps its pending key.
 enum Open {
-    Seq(Node, usize),
-    Map(Node, usize, Option<Key>),
+    Seq(Node, usize, usize),
+    Map(Node, usize, Option<Key>, usize),
 }
 
 #[derive(Default)]
 struct Builder {
     stack: Vec<Open>,
-    anchors: HashMap<usize, Node>,
+    /// Anchored nodes and how many nodes each is.
+    anchors: HashMap<usize, (Node, usize)>,
+    /// Nodes built so far, aliases counted at their expanded size.
+    nodes: usize,
     root: Option<Node>,
     errors: Vec<YamlError>,
 }
@@ -175,31 +192,41 @@ impl Builder {
                 } else {
                     Yaml::Str(text.into_owned())
                 };
-                self.finish(Node { pos, value }, anchor);
+                self.nodes += 1;
+                self.finish(Node { pos, value }, anchor, 1);
             }
-            Event::SequenceStart(anchor, _) => self.stack.push(Open::Seq(
-                Node {
+            Event::SequenceStart(anchor, _) => {
+                self.nodes += 1;
+                let node = Node {
                     pos,
                     value: Yaml::Seq(Vec::new()),
-                },
-                anchor,
-            )),
-            Event::MappingStart(anchor, _) => self.stack.push(Open::Map(
-                Node {
+                };
+                self.stack.push(Open::Seq(node, anchor, self.nodes));
+            }
+            Event::MappingStart(anchor, _) => {
+                self.nodes += 1;
+                let node = Node {
                     pos,
                     value: Yaml::Map(Vec::new()),
-                },
-                anchor,
-                None,
-            )),
+                };
+                self.stack.push(Open::Map(node, anchor, None, self.nodes));
+            }
             Event::SequenceEnd | Event::MappingEnd => match self.stack.pop() {
-                Some(Open::Seq(node, anchor)) | Some(Open::Map(node, anchor, _)) => {
-                    self.finish(node, anchor)
+                Some(Open::Seq(node, anchor, start)) | Some(Open::Map(node, anchor, _, start)) => {
+                    let size = self.nodes - start + 1;
+                    self.finish(node, anchor, size)
                 }
                 None => {}
             },
             Event::Alias(id) => match self.anchors.get(&id) {
-                Some(node) => self.finish(node.clone(), 0),
+                Some((node, size)) => {
+                    let (node, size) = (node.clone(), *size);
+                    self.nodes += size;
+                    // Past the bound, `parse` stops before copying ever more.
+                    if self.nodes <= MAX_NODES {
+                        self.finish(node, 0, size);
+                    }
+                }
                 None => self.errors.push(YamlError {
                     pos,
                     message: "alias to an unknown anchor".into(),
@@ -209,19 +236,19 @@ impl Builder {
         }
     }
 
-    /// Places a complete node into its parent (or as the root).
-    fn finish(&mut self, node: Node, anchor: usize) {
+    /// Places a complete node of `size` nodes into its parent (or as the root).
+    fn finish(&mut self, node: Node, anchor: usize, size: usize) {
         if anchor > 0 {
-            self.anchors.insert(anchor, node.clone());
+            self.anchors.insert(anchor, (node.clone(), size));
         }
         match self.stack.last_mut() {
             None => self.root = Some(node),
-            Some(Open::Seq(seq, _)) => {
+            Some(Open::Seq(seq, _, _)) => {
                 if let Yaml::Seq(items) = &mut seq.value {
                     items.push(node);
                 }
             }
-            Some(Open::Map(map, _, pending)) => match pending.take() {
+            Some(Open::Map(map, _, pending, _)) => match pending.take() {
                 None => {
                     let name = match node.value {
                         Yaml::Str(s) => s,
@@ -334,6 +361,23 @@ mod tests {
     fn json_is_yaml() {
         let doc = parse(r#"{"a": {"b": [1, "x"]}}"#).unwrap();
         assert_eq!(doc.to_json(), serde_json::json!({"a": {"b": [1, "x"]}}));
+    }
+
+    #[test]
+    fn alias_bombs_are_stopped() {
+        let mut text = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..12 {
+            let p = i - 1;
+            text += &format!(
+                "a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"
+            );
+        }
+        let errors = parse(&text).unwrap_err();
+        assert!(
+            errors[0].message.contains("more than 2000000 nodes"),
+            "{:?}",
+            errors[0]
+        );
     }
 
     #[test]
