@@ -22,7 +22,7 @@ fn done(r: Result<Outcome, CallError>) -> kiln::runtime::Done {
 
 fn plugin_error(r: Result<impl std::fmt::Debug, CallError>) -> PluginError {
     match r {
-        Err(CallError::Plugin(e)) => e,
+        Err(CallError::Plugin(e, _)) => e,
         other => panic!("expected a plugin error, got {other:?}"),
     }
 }

@@ -391,3 +391,72 @@ async fn jitter_spreads_retries() {
         "two resources retried in lockstep: {schedules:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_budget_caps_retries_under_a_total_outage() {
+    use kiln::fault_server::{FaultConfig, FaultServer, Mix};
+    // Every POST fails. Without a budget, 30 resources × 5 retries would hit the server as fast
+    // as the policy allows (1 ms apart); the budget (5 at once, then 20/s) spaces them.
+    let mix = Mix {
+        rates: [("503".parse().unwrap(), 1.0)].into_iter().collect(),
+        only_methods: vec!["POST".into()],
+        seed: Some(1),
+    };
+    let server = FaultServer::start(FaultConfig {
+        mix,
+        ..FaultConfig::default()
+    })
+    .await
+    .unwrap();
+    let url = server.url("items");
+    let many: String = (0..30)
+        .map(|i| {
+            format!("  o{i}:\n    type: Kiln::HTTP::Resource\n    properties: {{url: \"{url}\"}}\n")
+        })
+        .collect();
+    let text = format!("heat_template_version: 2021-04-16\nresources:\n{many}");
+    let config = "[retry.policies.eager]\ncomponent = \"exponential-backoff\"\n\
+                  params = { initial_interval_ms = 1, multiplier = 1.0, max_attempts = 6, jitter = \"none\" }\n\
+                  [[retry.rules]]\npolicy = \"eager\"\n\
+                  [retry.budget]\ncapacity = 5.0\nrefill_per_second = 20.0\n";
+    let db = backends().await.remove(0);
+    let e = engine_with(config, &db.url, &[format!("http://{}", server.addr())]).await;
+    let row = create(&e, "outage", &text).await;
+    let running = run(&e);
+    let end = settle(e.store(), &row.id).await;
+    running.shutdown().await;
+    assert_eq!(end.status, "FAILED");
+    assert!(
+        end.status_reason.contains("gave up after 6 attempts"),
+        "{}",
+        end.status_reason
+    );
+
+    // From the server's clock: by any time t after the first request, retries that arrived are
+    // at most the burst plus what refilled since (plus one for rounding).
+    let posts = server.requests();
+    let t0 = posts.first().unwrap().elapsed_ms;
+    let mut seen_keys = std::collections::HashSet::new();
+    let mut retries = 0u64;
+    for r in &posts {
+        if seen_keys.insert(r.idempotency_key.clone()) {
+            continue; // a resource's first attempt
+        }
+        retries += 1;
+        let allowed = 5.0 + 20.0 * (r.unix_ms - t0) as f64 / 1000.0 + 1.0;
+        assert!(
+            retries as f64 <= allowed,
+            "retry {retries} arrived {} ms in: over budget",
+            r.unix_ms - t0
+        );
+    }
+    assert_eq!(retries, 30 * 5);
+    let events = e.store().events(&row.id, 0).await.unwrap();
+    assert!(
+        events.iter().any(|ev| ev.status == "RETRY"
+            && ev
+                .reason
+                .contains("retry budget http-resource@http://127.0.0.1")),
+        "deferrals are in the events"
+    );
+}

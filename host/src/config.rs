@@ -56,6 +56,26 @@ impl DatabaseConfig {
 pub struct RetryConfig {
     pub policies: BTreeMap<String, PolicyConfig>,
     pub rules: Vec<RetryRule>,
+    /// `[retry.budget]`: how many retries per plugin and target host may run in a burst, and
+    /// how fast the allowance refills.
+    pub budget: BudgetConfig,
+}
+
+/// A token bucket per plugin and target host (per engine process).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BudgetConfig {
+    pub capacity: f64,
+    pub refill_per_second: f64,
+}
+
+impl Default for BudgetConfig {
+    fn default() -> Self {
+        Self {
+            capacity: 100.0,
+            refill_per_second: 10.0,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -359,6 +379,17 @@ impl Config {
         ] {
             if value == 0 {
                 return Err(format!("{key} must be greater than 0"));
+            }
+        }
+        let b = &self.retry.budget;
+        for (key, v) in [
+            ("capacity", b.capacity),
+            ("refill_per_second", b.refill_per_second),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(format!(
+                    "retry.budget.{key} must be a number greater than 0"
+                ));
             }
         }
         for (i, rule) in self.retry.rules.iter().enumerate() {

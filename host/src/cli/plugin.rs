@@ -348,13 +348,14 @@ async fn call(config: &Config, a: CallArgs) -> Result<(), Failure> {
             println!("{}", serde_json::to_string_pretty(&v).unwrap());
             Ok(())
         }
-        Err(CallError::Plugin(e)) => {
+        Err(CallError::Plugin(p, origins)) => {
             let doc =
-                json!({"error": {"kind": e.kind(), "message": e.message(), "status": e.status()}});
+                json!({"error": {"kind": p.kind(), "message": p.message(), "status": p.status()}});
             println!("{}", serde_json::to_string_pretty(&doc).unwrap());
+            let e = CallError::Plugin(p, origins);
             Err(Failure::new(
                 exit::FAILED,
-                format!("the plugin returned an error: {}", CallError::Plugin(e)),
+                format!("the plugin returned an error: {e}"),
             ))
         }
         Err(e @ CallError::Fault(_)) => Err(Failure::new(exit::PLUGIN_FAULT, e)),

@@ -202,7 +202,7 @@ impl Engine {
                 None => plugin.delete(&ctx, &cur, &props).await,
             };
             return Ok(match result {
-                Ok(Outcome::Done(_)) | Err(CallError::Plugin(PluginError::NotFound(_))) => {
+                Ok(Outcome::Done(_)) | Err(CallError::Plugin(PluginError::NotFound(_), _)) => {
                     Step::Done(deleted("state changed"))
                 }
                 Ok(Outcome::Pending(p)) => Step::Pending {
@@ -210,7 +210,7 @@ impl Engine {
                     state: p.state,
                 },
                 Err(e) => {
-                    self.after_error(job, &res.served_type, Operation::Delete, e)
+                    self.after_error(job, plugin.name(), &res.served_type, Operation::Delete, e)
                         .await?
                 }
             });
@@ -242,7 +242,7 @@ impl Engine {
                 state: p.state,
             },
             Err(e) => {
-                self.after_error(job, &res.served_type, Operation::Create, e)
+                self.after_error(job, plugin.name(), &res.served_type, Operation::Create, e)
                     .await?
             }
         })
@@ -253,6 +253,7 @@ impl Engine {
     async fn after_error(
         &self,
         job: &Claimed,
+        plugin: &str,
         resource_type: &str,
         operation: Operation,
         e: CallError,
@@ -288,13 +289,27 @@ impl Engine {
                 )
                 .await
             {
-                Verdict::RetryAfter { delay_ms, policy } => Step::Retry {
-                    delay_ms,
-                    history: serde_json::to_string(&history).expect("history serialises"),
-                    reason: format!(
-                        "attempt {attempt} failed: {e}; retrying in {delay_ms} ms (policy {policy})"
-                    ),
-                },
+                Verdict::RetryAfter { delay_ms, policy } => {
+                    // Retries to one plugin and host draw on a budget; an empty one defers them.
+                    let (key, grant) =
+                        policies.budget(plugin, e.origins().last().map(String::as_str));
+                    let delay_ms = delay_ms.max(grant.wait_ms);
+                    let deferred = if grant.wait_ms > 0 {
+                        format!(
+                            "; retry budget {key} empty, deferred to its refill ({} retries deferred so far)",
+                            grant.deferred
+                        )
+                    } else {
+                        String::new()
+                    };
+                    Step::Retry {
+                        delay_ms,
+                        history: serde_json::to_string(&history).expect("history serialises"),
+                        reason: format!(
+                            "attempt {attempt} failed: {e}; retrying in {delay_ms} ms (policy {policy}){deferred}"
+                        ),
+                    }
+                }
                 Verdict::GiveUp { reason, policy } if history.len() == 1 => {
                     Step::Failed(format!("{e} (not retried: {reason}; policy {policy})"))
                 }

@@ -5,12 +5,14 @@
 //! failure, the previous delay and the history live in the job's row, so a scheduled retry
 //! survives any engine restart and fires from whichever engine claims it when due.
 
+mod budget;
 mod history;
 
 use std::collections::BTreeMap;
 
 use serde_json::Value;
 
+pub use budget::{Grant, RetryBudget};
 pub use history::{Attempt, summarize};
 
 use crate::config::{ConfigError, RetryConfig, RetryRule};
@@ -33,6 +35,7 @@ pub struct Policy {
 pub struct RetryPolicies {
     policies: BTreeMap<String, Policy>,
     rules: Vec<RetryRule>,
+    budget: RetryBudget,
 }
 
 /// What to do after a failed call.
@@ -102,6 +105,7 @@ impl RetryPolicies {
         Ok(Self {
             policies,
             rules: config.rules.clone(),
+            budget: RetryBudget::new(&config.budget),
         })
     }
 
@@ -118,6 +122,7 @@ impl RetryPolicies {
         Some(Self {
             policies: BTreeMap::from([("default".to_string(), policy)]),
             rules: Vec::new(),
+            budget: RetryBudget::new(&Default::default()),
         })
     }
 
@@ -135,6 +140,16 @@ impl RetryPolicies {
             })
             .and_then(|r| self.policies.get(&r.policy))
             .unwrap_or_else(|| &self.policies["default"])
+    }
+
+    /// The budget retries to `plugin` at `origin` draw on.
+    pub fn budget(&self, plugin: &str, origin: Option<&str>) -> (String, Grant) {
+        let key = match origin {
+            Some(o) => format!("{plugin}@{o}"),
+            None => plugin.to_string(),
+        };
+        let grant = self.budget.take(&key);
+        (key, grant)
     }
 
     pub fn policy(&self, name: &str) -> Option<&Policy> {
@@ -209,7 +224,7 @@ pub async fn decide_with(
 /// time (transient); a trap, a limit or broken output will not (fatal).
 pub fn as_plugin_error(e: &CallError) -> PluginError {
     match e {
-        CallError::Plugin(p) => p.clone(),
+        CallError::Plugin(p, _) => p.clone(),
         CallError::Fault(Fault {
             cause: FaultCause::Timeout { .. },
             ..

@@ -55,9 +55,10 @@ pub enum LoadError {
 /// Why a plugin call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
-    /// The plugin returned one of its errors (the kind a retry policy reasons about).
+    /// The plugin returned one of its errors (the kind a retry policy reasons about), and the
+    /// origins (`scheme://host:port`) the call sent HTTP requests to.
     #[error("{}", describe_plugin_error(.0))]
-    Plugin(PluginError),
+    Plugin(PluginError, Vec<String>),
     /// The call broke down: trap, limit, timeout, bad output.
     #[error(transparent)]
     Fault(#[from] Fault),
@@ -71,6 +72,8 @@ pub struct Fault {
     pub cause: FaultCause,
     /// The tail of what the plugin wrote to stderr/stdout during the call.
     pub stderr: String,
+    /// The origins the call sent HTTP requests to before it broke down.
+    pub origins: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -114,6 +117,16 @@ impl fmt::Display for Fault {
             write!(f, "\n--- plugin stderr (tail) ---\n{}", self.stderr)?;
         }
         Ok(())
+    }
+}
+
+impl CallError {
+    /// The origins (`scheme://host:port`) the failed call sent HTTP requests to.
+    pub fn origins(&self) -> &[String] {
+        match self {
+            CallError::Plugin(_, origins) => origins,
+            CallError::Fault(f) => &f.origins,
+        }
     }
 }
 

@@ -37,6 +37,8 @@ pub(crate) struct HostState {
     /// CPU ticks (10 ms epochs spent in wasm) used so far.
     pub(crate) cpu_ticks: u64,
     pub(crate) log_records: u32,
+    /// Origins the call sent HTTP requests to (for retry budgets per target host).
+    pub(crate) origins: Vec<String>,
 }
 
 impl HostState {
@@ -61,6 +63,7 @@ impl HostState {
             stop: None,
             cpu_ticks: 0,
             log_records: 0,
+            origins: Vec::new(),
         }
     }
 }

@@ -39,6 +39,15 @@ impl HostState {
             .allow_http
             .check(&url)
             .map_err(|why| HttpError::Denied(format!("plugin '{}': {why}", plugin.name)))?;
+        let origin = format!(
+            "{}://{}:{}",
+            url.scheme(),
+            url.host_str().unwrap_or_default(),
+            url.port_or_known_default().unwrap_or_default()
+        );
+        if !self.origins.contains(&origin) {
+            self.origins.push(origin);
+        }
         if req.body.as_ref().is_some_and(|b| b.len() > max_body) {
             return Err(HttpError::InvalidRequest(format!(
                 "request body of {} bytes is over the limit of {max_body} bytes",

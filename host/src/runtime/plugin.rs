@@ -379,6 +379,7 @@ impl Plugin {
             function,
             cause,
             stderr,
+            origins: Vec::new(),
         })
     }
 
@@ -401,7 +402,7 @@ impl Plugin {
         label: CallLabel,
         limit: Duration,
         f: impl AsyncFnOnce(&ResourcePlugin, &mut Store<HostState>) -> wasmtime::Result<R>,
-    ) -> Result<R, CallError> {
+    ) -> Result<(R, Vec<String>), CallError> {
         let Pre::Resource(pre) = &*self.pre else {
             return Err(self.fault(
                 function,
@@ -418,7 +419,8 @@ impl Plugin {
             f(&instance, &mut store).await
         })
         .await;
-        self.finish(function, limit, store, result)
+        let (result, origins) = self.finish(function, limit, store, result);
+        result.map(|r| (r, origins))
     }
 
     async fn run_policy<R>(
@@ -443,7 +445,7 @@ impl Plugin {
             f(&instance, &mut store).await
         })
         .await;
-        self.finish(function, limit, store, result)
+        self.finish(function, limit, store, result).0
     }
 
     fn finish<R>(
@@ -452,19 +454,23 @@ impl Plugin {
         limit: Duration,
         store: Store<HostState>,
         result: Result<wasmtime::Result<R>, tokio::time::error::Elapsed>,
-    ) -> Result<R, CallError> {
+    ) -> (Result<R, CallError>, Vec<String>) {
         let state = store.into_data();
+        let origins = state.origins;
         let stderr = state.stderr.contents();
+        let with_origins = |e: CallError| match e {
+            CallError::Fault(mut f) => {
+                f.origins = origins.clone();
+                CallError::Fault(f)
+            }
+            other => other,
+        };
         let err = match result {
-            Ok(Ok(r)) => return Ok(r),
+            Ok(Ok(r)) => return (Ok(r), origins),
             Err(_) => {
-                return Err(self.fault(
-                    function,
-                    FaultCause::Timeout {
-                        limit_ms: limit.as_millis() as u64,
-                    },
-                    stderr,
-                ));
+                let limit_ms = limit.as_millis() as u64;
+                let e = self.fault(function, FaultCause::Timeout { limit_ms }, stderr);
+                return (Err(with_origins(e)), origins);
             }
             Ok(Err(e)) => e,
         };
@@ -481,7 +487,8 @@ impl Plugin {
                 None => FaultCause::Host(format!("{err:#}")),
             },
         };
-        Err(self.fault(function, cause, stderr))
+        let e = with_origins(self.fault(function, cause, stderr));
+        (Err(e), origins)
     }
 
     /// Converts a plugin's answer: its error passes through (message capped), its output is
@@ -489,11 +496,11 @@ impl Plugin {
     fn output<W, T>(
         &self,
         function: &'static str,
-        r: Result<W, PluginError>,
+        (r, origins): (Result<W, PluginError>, Vec<String>),
         convert: impl FnOnce(&mut OutputCheck, W) -> Result<T, String>,
     ) -> Result<T, CallError> {
-        let w =
-            r.map_err(|e| CallError::Plugin(capped(e, self.shared.limits.max_log_bytes as usize)))?;
+        let max = self.shared.limits.max_log_bytes as usize;
+        let w = r.map_err(|e| CallError::Plugin(capped(e, max), origins))?;
         convert(
             &mut OutputCheck::new(self.shared.limits.max_output_bytes),
             w,
@@ -508,6 +515,7 @@ impl Plugin {
             p.kiln_plugin_provider().call_describe(s).await
         })
         .await
+        .map(|(info, _)| info)
     }
 
     pub async fn create(
