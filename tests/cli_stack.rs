@@ -227,3 +227,31 @@ fn no_wait_then_a_separate_engine_process_does_the_work() {
         .expect("the engine process registered");
     assert!(me.stopped_at.is_some(), "{me:?}");
 }
+
+#[test]
+fn a_database_from_another_build_is_refused_with_advice() {
+    let k = Kiln::new();
+    assert!(
+        k.run(&["stack", "list"]).status.success(),
+        "creates and migrates the database"
+    );
+    // Pretend the applied migration was another build's.
+    let url = format!("sqlite://{}", k.db().display());
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        use sqlx::Connection;
+        sqlx::any::install_default_drivers();
+        let mut conn = sqlx::AnyConnection::connect(&url).await.unwrap();
+        sqlx::query("UPDATE _sqlx_migrations SET checksum = X'00'")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    });
+    let out = k.run(&["stack", "list"]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("another (development) build of kiln")
+            && stderr.contains("KILN_DATABASE_URL"),
+        "{stderr}"
+    );
+}

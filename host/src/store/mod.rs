@@ -43,6 +43,8 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    #[error("incompatible database: {0}")]
+    Incompatible(String),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -106,9 +108,20 @@ impl Store {
             })
             .connect_with(options)
             .await?;
-        match dialect {
-            Dialect::Sqlite => SQLITE_MIGRATIONS.run(&pool).await?,
-            Dialect::Postgres => POSTGRES_MIGRATIONS.run(&pool).await?,
+        let migrated = match dialect {
+            Dialect::Sqlite => SQLITE_MIGRATIONS.run(&pool).await,
+            Dialect::Postgres => POSTGRES_MIGRATIONS.run(&pool).await,
+        };
+        if let Err(e) = migrated {
+            use sqlx::migrate::MigrateError::{VersionMismatch, VersionMissing};
+            return Err(match e {
+                // A schema this release does not know: never guess; say what to do.
+                VersionMismatch(_) | VersionMissing(_) => StoreError::Incompatible(format!(
+                    "{e}: this database was made by another (development) build of kiln; \
+                     use that build, or point KILN_DATABASE_URL at a new database"
+                )),
+                other => StoreError::Migrate(other),
+            });
         }
         Ok(Self { pool, dialect })
     }
