@@ -255,3 +255,33 @@ fn a_database_from_another_build_is_refused_with_advice() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_bad_or_unreachable_database_is_named_with_the_reason() {
+    let k = Kiln::new();
+    let run = |url: &str| {
+        k.command(&["stack", "list"])
+            .env("KILN_DATABASE_URL", url)
+            .output()
+            .unwrap()
+    };
+    let out = run("mysql://localhost/kiln");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a URL Kiln cannot use is bad input"
+    );
+    assert!(
+        text(&out).1.contains("use sqlite://PATH or postgres://"),
+        "{}",
+        text(&out).1
+    );
+    // Nothing listens on port 1: the real cause, not a pool timeout.
+    let out = run("postgres://postgres@127.0.0.1:1/kiln");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).1.contains("Connection refused"),
+        "{}",
+        text(&out).1
+    );
+}

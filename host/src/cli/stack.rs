@@ -93,9 +93,14 @@ fn store_failure(e: StoreError) -> Failure {
 
 async fn open(config: &Config) -> Result<Store, Failure> {
     let url = config.database.url();
-    Store::open(&url)
-        .await
-        .map_err(|e| Failure::new(exit::FAILED, format!("cannot open the database {url}: {e}")))
+    Store::open(&url).await.map_err(|e| {
+        let code = if matches!(e, StoreError::BadUrl(_)) {
+            exit::BAD_INPUT
+        } else {
+            exit::FAILED
+        };
+        Failure::new(code, format!("cannot open the database {url}: {e}"))
+    })
 }
 
 async fn engine(config: &Config) -> Result<Engine, Failure> {

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::str::FromStr;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyPool, AssertSqlSafe, ConnectOptions, Executor};
+use sqlx::{AnyPool, AssertSqlSafe, ConnectOptions, Connection, Executor};
 
 pub use engines::EngineRow;
 pub use jobs::{Candidate, Claim, Claimed, ResourceUpdate, action_of};
@@ -45,6 +45,12 @@ pub enum StoreError {
     Corrupt(String),
     #[error("incompatible database: {0}")]
     Incompatible(String),
+    /// The URL names no database Kiln can use.
+    #[error("{0}")]
+    BadUrl(String),
+    /// The database could not be reached or created.
+    #[error("{0}")]
+    Unreachable(String),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -68,7 +74,7 @@ impl Store {
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             Dialect::Postgres
         } else {
-            return Err(StoreError::Corrupt(format!(
+            return Err(StoreError::BadUrl(format!(
                 "unsupported database URL {url:?}: use sqlite://PATH or postgres://..."
             )));
         };
@@ -79,7 +85,7 @@ impl Store {
                 && !dir.as_os_str().is_empty()
             {
                 std::fs::create_dir_all(dir).map_err(|e| {
-                    StoreError::Corrupt(format!("cannot create {}: {e}", dir.display()))
+                    StoreError::Unreachable(format!("cannot create {}: {e}", dir.display()))
                 })?;
             }
             if !url.contains("mode=") {
@@ -90,7 +96,16 @@ impl Store {
                 };
             }
         }
-        let options = AnyConnectOptions::from_str(&url)?.disable_statement_logging();
+        let options = AnyConnectOptions::from_str(&url)
+            .map_err(|e| StoreError::BadUrl(format!("bad database URL: {e}")))?
+            .disable_statement_logging();
+        // One plain connection first: the pool would only say that it timed out, this says
+        // why (refused, unknown database, authentication).
+        sqlx::AnyConnection::connect_with(&options)
+            .await
+            .map_err(|e| StoreError::Unreachable(e.to_string()))?
+            .close()
+            .await?;
         let pool = AnyPoolOptions::new()
             .max_connections(if dialect == Dialect::Sqlite { 4 } else { 16 })
             .after_connect(move |conn, _| {
