@@ -414,6 +414,8 @@ async fn a_traversal_left_stalled_by_a_dead_engine_is_repaired() {
         // A live engine notices on its heartbeat and carries on.
         let config = EngineConfig {
             lease_ms: 900,
+            heartbeat_ms: 300,
+            maintenance_interval_ms: 300,
             ..EngineConfig::default()
         };
         let live = run(&Engine::new(store.clone(), plugins, config));

@@ -1,6 +1,7 @@
 //! The fault-injecting fake cloud (`kiln::fault_server` and `kiln fault-server`), over real HTTP
 //! on 127.0.0.1: collection semantics, idempotency keys, each fault as a client sees it, seeded
-//! mixes, the control endpoints, the bind check and the command.
+//! mixes, bearer-token auth and its rotation, latency, the control endpoints, the bind check and
+//! the command.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -9,8 +10,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use kiln::fault_server::{
-    Fault, FaultConfig, FaultServer, FaultServerHandle, FaultSpec, Mix, RequestRecord, StartError,
-    Stats,
+    Auth, Fault, FaultConfig, FaultServer, FaultServerHandle, FaultSpec, Mix, RequestRecord,
+    StartError, Stats,
 };
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
@@ -356,6 +357,7 @@ fn mix(seed: u64) -> Mix {
         .into(),
         only_methods: vec!["POST".into()],
         seed: Some(seed),
+        ..Mix::default()
     }
 }
 
@@ -415,6 +417,7 @@ async fn a_retrying_client_creates_each_object_exactly_once_under_faults() {
             .into(),
             only_methods: vec![],
             seed: Some(7),
+            ..Mix::default()
         },
         ..FaultConfig::default()
     })
@@ -567,6 +570,329 @@ async fn control_endpoints_report_and_steer_and_are_never_faulted() {
     let r = c.get(format!("{base}/_kiln/nope")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     assert_eq!(s.stats().requests, 5);
+}
+
+async fn with_token(token: &str) -> FaultServerHandle {
+    FaultServer::start(FaultConfig {
+        token: Some(token.to_string()),
+        ..FaultConfig::default()
+    })
+    .await
+    .unwrap()
+}
+
+/// A POST of `{}` to `url` with `Authorization: Bearer <token>` when a token is given.
+async fn post_as(c: &Client, url: &str, token: Option<&str>) -> reqwest::Response {
+    let mut req = c.post(url).body_json(&json!({}));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    req.send().await.unwrap()
+}
+
+#[tokio::test]
+async fn a_token_admits_only_requests_that_carry_it() {
+    let s = with_token("t1").await;
+    let c = client();
+    let items = s.url("items");
+
+    for (sent, auth) in [
+        (None, "no header"),
+        (Some("t2"), "another token"),
+        (Some("T1"), "tokens are case-sensitive"),
+    ] {
+        let r = post_as(&c, &items, sent).await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{auth}");
+        assert_eq!(r.headers()["www-authenticate"], "Bearer", "{auth}");
+        assert_eq!(
+            r.read_json::<Value>().await.unwrap(),
+            json!({"error": "unauthorized: missing or expired token"})
+        );
+    }
+    let r = c
+        .post(&items)
+        .basic_auth("t1", None::<&str>)
+        .body_json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::UNAUTHORIZED,
+        "only the Bearer scheme"
+    );
+    assert_eq!(s.object_count(), 0);
+
+    let r = post_as(&c, &items, Some("t1")).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    // Every request type needs it, not only creates.
+    let one = format!("{items}/obj-1");
+    assert_eq!(c.get(&one).send().await.unwrap().status(), 401);
+    let r = c.get(&one).bearer_auth("t1").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+
+    // Recorded like any request, with how the token fared.
+    let auths: Vec<Option<Auth>> = s.requests().iter().map(|r| r.auth).collect();
+    let (missing, wrong, ok) = (Auth::Missing, Auth::Wrong, Auth::Ok);
+    assert_eq!(
+        auths,
+        [missing, wrong, wrong, wrong, ok, missing, ok].map(Some)
+    );
+    let stats = s.stats();
+    assert_eq!((stats.requests, stats.unauthorized), (7, 5));
+    assert_eq!(
+        stats.statuses,
+        BTreeMap::from([(200, 1), (201, 1), (401, 5)])
+    );
+    assert!(stats.to_string().contains("unauthorized: 5"), "{stats}");
+
+    // The control endpoints ask for no token.
+    let r = c
+        .get(format!("{}/_kiln/requests", s.base_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let records: Vec<RequestRecord> = r.read_json().await.unwrap();
+    assert_eq!(records[0].auth, Some(Auth::Missing));
+    assert_eq!(records[0].status, Some(401));
+
+    // Without a token, nothing is checked and nothing recorded about auth.
+    let open = server().await;
+    assert_eq!(
+        post_as(&c, &open.url("items"), Some("x")).await.status(),
+        201
+    );
+    assert_eq!(open.requests()[0].auth, None);
+    assert_eq!(open.stats().unauthorized, 0);
+}
+
+#[tokio::test]
+async fn a_refused_request_consumes_no_fault_and_creates_nothing() {
+    let s = with_token("t1").await;
+    let c = client();
+    let items = s.url("items");
+    // A fault after handling would create the object: a 401 must come before it.
+    s.inject(FaultSpec::after(Fault::Status(503)));
+    let r = c
+        .post(&items)
+        .header("Idempotency-Key", "k")
+        .bearer_auth("stale")
+        .body_json(&json!({"a": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(s.object_count(), 0);
+    assert_eq!(s.stats().scripted_pending, 1, "the fault still waits");
+    let refused = &s.requests()[0];
+    assert_eq!((refused.fault, refused.created.as_deref()), (None, None));
+
+    // The first request that gets in meets the fault.
+    let r = c
+        .post(&items)
+        .header("Idempotency-Key", "k")
+        .bearer_auth("t1")
+        .body_json(&json!({"a": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(s.object_count(), 1);
+    let stats = s.stats();
+    assert_eq!(stats.scripted_pending, 0);
+    assert_eq!(stats.faults.get("after:503"), Some(&1));
+    assert_eq!((s.keys()["k"].requests, s.keys()["k"].created), (2, 1));
+}
+
+#[tokio::test]
+async fn set_token_rotates_and_the_old_token_is_refused_at_once() {
+    let s = with_token("t1").await;
+    let c = client();
+    let items = s.url("items");
+    assert_eq!(s.token().as_deref(), Some("t1"));
+    assert_eq!(post_as(&c, &items, Some("t1")).await.status(), 201);
+
+    s.set_token(Some("t2".into()));
+    assert_eq!(s.token().as_deref(), Some("t2"));
+    // The same client and connection: nothing but the token changed.
+    assert_eq!(post_as(&c, &items, Some("t1")).await.status(), 401);
+    assert_eq!(post_as(&c, &items, Some("t2")).await.status(), 201);
+
+    // No token: everything gets in again, with or without a header.
+    s.set_token(None);
+    assert_eq!(s.token(), None);
+    assert_eq!(post_as(&c, &items, None).await.status(), 201);
+    assert_eq!(post_as(&c, &items, Some("t1")).await.status(), 201);
+    // And a server that started open can start requiring one.
+    s.set_token(Some("t3".into()));
+    assert_eq!(post_as(&c, &items, None).await.status(), 401);
+    assert_eq!(s.object_count(), 4);
+    assert_eq!(s.stats().unauthorized, 2);
+}
+
+#[tokio::test]
+async fn a_request_waiting_out_the_latency_meets_the_rotated_token() {
+    let s = FaultServer::start(FaultConfig {
+        token: Some("t1".into()),
+        mix: Mix {
+            latency_ms: 1000,
+            ..Mix::default()
+        },
+        ..FaultConfig::default()
+    })
+    .await
+    .unwrap();
+    let url = s.url("items");
+    let pending = tokio::spawn(async move { post_as(&client(), &url, Some("t1")).await.status() });
+    // Well within the second the request waits (or before it even arrives: the same answer).
+    s.set_token(Some("t2".into()));
+    assert_eq!(pending.await.unwrap(), StatusCode::UNAUTHORIZED);
+    assert_eq!(s.object_count(), 0);
+}
+
+#[tokio::test]
+async fn put_token_rotates_and_never_reveals_the_token() {
+    let s = with_token("t1").await;
+    let c = client();
+    let items = s.url("items");
+    let token_url = format!("{}/_kiln/token", s.base_url());
+
+    // The control endpoint itself needs no token (a test rotates as the cloud's operator).
+    let r = c
+        .put(&token_url)
+        .body_json(&json!({"token": "t2"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let body = r.text().await.unwrap();
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap(),
+        json!({"required": true})
+    );
+    assert_eq!(s.token().as_deref(), Some("t2"));
+    assert_eq!(post_as(&c, &items, Some("t1")).await.status(), 401);
+    assert_eq!(post_as(&c, &items, Some("t2")).await.status(), 201);
+
+    // There is no GET: the token is write-only.
+    let r = c.get(&token_url).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert!(!r.text().await.unwrap().contains("t2"));
+
+    // Bad bodies are a 400 and change nothing; in particular a missing field is not a null.
+    for bad in [
+        json!({}),
+        json!({"token": ""}),
+        json!({"token": 5}),
+        json!({"token": "t9", "other": 1}),
+        json!(["t9"]),
+    ] {
+        let r = c.put(&token_url).body_json(&bad).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{bad}");
+        assert!(r.text().await.unwrap().contains("error"), "{bad}");
+    }
+    let r = c.put(&token_url).body("not json").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(s.token().as_deref(), Some("t2"));
+
+    let r = c
+        .put(&token_url)
+        .body_json(&json!({"token": null}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.read_json::<Value>().await.unwrap(),
+        json!({"required": false})
+    );
+    assert_eq!(s.token(), None);
+    assert_eq!(post_as(&c, &items, None).await.status(), 201);
+    // Control requests are not recorded.
+    assert_eq!(s.stats().requests, 3);
+}
+
+#[tokio::test]
+async fn latency_delays_each_cloud_request() {
+    let s = FaultServer::start(FaultConfig {
+        mix: Mix {
+            latency_ms: 200,
+            ..Mix::default()
+        },
+        ..FaultConfig::default()
+    })
+    .await
+    .unwrap();
+    let c = client();
+    let items = s.url("items");
+    // Only a lower bound: a loaded machine may add any amount on top.
+    let started = Instant::now();
+    assert_eq!(post_as(&c, &items, None).await.status(), 201);
+    assert!(
+        started.elapsed() >= Duration::from_millis(200),
+        "{:?}",
+        started.elapsed()
+    );
+    // Faulted requests wait too: the fault is the cloud's answer, the latency the way there.
+    s.inject(Fault::Status(503));
+    let started = Instant::now();
+    assert_eq!(post_as(&c, &items, None).await.status(), 503);
+    assert!(
+        started.elapsed() >= Duration::from_millis(200),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(s.mix().latency_ms, 200);
+
+    // The mix carries it, so PUT /_kiln/rates sets it (and a mix without it means none)...
+    let rates = format!("{}/_kiln/rates", s.base_url());
+    let r = c
+        .put(&rates)
+        .body_json(&json!({"rates": {}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.read_json::<Mix>().await.unwrap().latency_ms, 0);
+    let r = c
+        .put(&rates)
+        .body_json(&json!({"latency_ms": 300}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.read_json::<Mix>().await.unwrap().latency_ms, 300);
+    let started = Instant::now();
+    assert_eq!(post_as(&c, &items, None).await.status(), 201);
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        started.elapsed()
+    );
+    let got: Mix = c
+        .get(&rates)
+        .send()
+        .await
+        .unwrap()
+        .read_json()
+        .await
+        .unwrap();
+    assert_eq!(got.latency_ms, 300);
+
+    // ... and so does set_mix.
+    s.set_mix(Mix {
+        latency_ms: 250,
+        ..Mix::default()
+    })
+    .unwrap();
+    assert_eq!(s.mix().latency_ms, 250);
+    let started = Instant::now();
+    assert_eq!(post_as(&c, &items, None).await.status(), 201);
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(s.object_count(), 3);
 }
 
 #[tokio::test]
@@ -724,12 +1050,73 @@ async fn the_command_serves_until_sigterm_and_prints_a_summary() {
     assert!(status.success(), "{status:?}");
 }
 
+#[tokio::test]
+async fn the_command_takes_a_token_and_a_latency() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args([
+            "fault-server",
+            "--listen",
+            "127.0.0.1:0",
+            "--token",
+            "s3cret",
+            "--latency-ms",
+            "150",
+        ])
+        .current_dir(dir.path())
+        .env_remove("KILN_CONFIG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let rx = lines_of(child.stdout.take().unwrap());
+    let mut seen = Vec::new();
+    let line = wait_for_line(&rx, &mut seen, "listening on ");
+    let base = line.rsplit(' ').next().unwrap().to_string();
+    let mix_line = wait_for_line(&rx, &mut seen, "seed");
+    assert!(
+        mix_line.contains("latency 150 ms") && mix_line.contains("bearer token required"),
+        "{mix_line}"
+    );
+    assert!(!seen.iter().any(|l| l.contains("s3cret")), "{seen:#?}");
+
+    let c = client();
+    let items = format!("{base}/items");
+    assert_eq!(post_as(&c, &items, None).await.status(), 401);
+    let started = Instant::now();
+    assert_eq!(post_as(&c, &items, Some("s3cret")).await.status(), 201);
+    assert!(started.elapsed() >= Duration::from_millis(150));
+    let r = c
+        .put(format!("{base}/_kiln/token"))
+        .body_json(&json!({"token": "next"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(post_as(&c, &items, Some("s3cret")).await.status(), 401);
+
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    wait_for_line(&rx, &mut seen, "fault server stopped");
+    wait_for_line(&rx, &mut seen, "requests: 3");
+    wait_for_line(&rx, &mut seen, "unauthorized: 2");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the server did not exit");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "{status:?}");
+}
+
 #[test]
 fn the_command_refuses_other_addresses_and_bad_rates() {
     for (args, needle) in [
         (vec!["--listen", "0.0.0.0:0"], "127.0.0.1 only"),
         (vec!["--rate", "503=2"], "between 0 and 1"),
         (vec!["--rate", "teapot=0.1"], "unknown fault"),
+        (vec!["--token", ""], "the token is empty"),
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
             .arg("fault-server")

@@ -251,6 +251,7 @@ async fn core_modules_and_garbage_are_refused_clearly() {
             },
             limits: Limits::default(),
             allow_http: Default::default(),
+            credentials: None,
         })
     };
     let err = load_bytes(b"\0asm\x01\0\0\0")

@@ -21,7 +21,7 @@ params = { initial_interval_ms = 50, multiplier = 1.0, max_attempts = 3, jitter 
 
 [retry.policies.slow]
 component = "exponential-backoff"
-params = { initial_interval_ms = 2000, max_attempts = 3, jitter = "none" }
+params = { initial_interval_ms = 30000, max_attempts = 3, jitter = "none" }
 
 [[retry.rules]]
 types = ["Kiln::HTTP::Resource"]
@@ -147,52 +147,69 @@ async fn fatal_errors_are_not_retried() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scheduled_retry_survives_its_engine_and_fires_from_another() {
-    // fail_attempts: 1 fails the first attempt (transient); the "slow" rule retries in 2 s.
-    let text = "heat_template_version: 2021-04-16\nresources:\n  later: {type: OS::Heat::TestResource, properties: {fail_attempts: 1}}\n";
+    // The backends run side by side: each waits 30 s for its retry.
+    let mut runs = tokio::task::JoinSet::new();
     for db in backends().await {
-        let first = engine(&db.url, &[]).await;
-        let row = create(&first, "durable", text).await;
-        let running = run(&first);
-        // Wait for the retry to be scheduled, then stop this engine before it is due.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let events = first.store().events(&row.id, 0).await.unwrap();
-            if events.iter().any(|ev| ev.status == "RETRY") {
-                break;
-            }
-            assert!(Instant::now() < deadline, "no retry was scheduled");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        running.shutdown().await;
-        assert_eq!(
-            first.store().find_stack(&row.id).await.unwrap().status,
-            "IN_PROGRESS"
-        );
-
-        let second = engine(&db.url, &[]).await;
-        let running = run(&second);
-        let end = settle(second.store(), &row.id).await;
-        running.shutdown().await;
-        assert_eq!(end.status, "COMPLETE", "{}: {}", db.name, end.status_reason);
-        let events = second.store().events(&row.id, 0).await.unwrap();
-        let done = events
-            .iter()
-            .find(|ev| ev.resource.as_deref() == Some("later") && ev.status == "COMPLETE")
-            .unwrap();
-        assert_eq!(
-            done.engine.as_deref(),
-            Some(second.id()),
-            "{}: the new engine ran the retry",
-            db.name
-        );
-        let retry = events.iter().find(|ev| ev.status == "RETRY").unwrap();
-        assert!(
-            retry.reason.contains("retrying in 2000 ms (policy slow)"),
-            "{}",
-            retry.reason
-        );
-        db.cleanup().await;
+        runs.spawn(retry_survives_its_engine(db));
     }
+    while let Some(done) = runs.join_next().await {
+        done.expect("a backend's run panicked");
+    }
+}
+
+async fn retry_survives_its_engine(db: support::db::TestDb) {
+    // fail_attempts: 1 fails the first attempt (transient); the "slow" rule retries in 30 s.
+    let text = "heat_template_version: 2021-04-16\nresources:\n  later: {type: OS::Heat::TestResource, properties: {fail_attempts: 1}}\n";
+    let first = engine(&db.url, &[]).await;
+    let row = create(&first, "durable", text).await;
+    let running = run(&first);
+    // Wait for the retry to be scheduled, then stop this engine before it is due.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let events = first.store().events(&row.id, 0).await.unwrap();
+        if events.iter().any(|ev| ev.status == "RETRY") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no retry was scheduled");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    running.shutdown().await;
+    assert_eq!(
+        first.store().find_stack(&row.id).await.unwrap().status,
+        "IN_PROGRESS"
+    );
+
+    // A new engine, with nothing in memory from the first: the row alone brings the retry back.
+    let second = engine(&db.url, &[]).await;
+    let running = run(&second);
+    let end = settle(second.store(), &row.id).await;
+    running.shutdown().await;
+    assert_eq!(end.status, "COMPLETE", "{}: {}", db.name, end.status_reason);
+    let events = second.store().events(&row.id, 0).await.unwrap();
+    let done = events
+        .iter()
+        .find(|ev| ev.resource.as_deref() == Some("later") && ev.status == "COMPLETE")
+        .unwrap();
+    assert_eq!(
+        done.engine.as_deref(),
+        Some(second.id()),
+        "{}: the new engine ran the retry",
+        db.name
+    );
+    let retry = events.iter().find(|ev| ev.status == "RETRY").unwrap();
+    assert!(
+        retry.reason.contains("retrying in 30000 ms (policy slow)"),
+        "{}",
+        retry.reason
+    );
+    // It fired when due, not before (event times are on the database clock).
+    assert!(
+        done.at - retry.at >= 30_000,
+        "{}: fired {} ms after it was scheduled",
+        db.name,
+        done.at - retry.at
+    );
+    db.cleanup().await;
 }
 
 fn kiln(args: &[&str]) -> std::process::Output {
@@ -293,6 +310,7 @@ async fn a_200_resource_stack_completes_against_30_percent_transient_faults_crea
         rates,
         only_methods: vec!["POST".into()],
         seed: Some(7),
+        ..Mix::default()
     };
     for db in backends().await {
         let server = FaultServer::start(FaultConfig {
@@ -401,6 +419,7 @@ async fn the_budget_caps_retries_under_a_total_outage() {
         rates: [("503".parse().unwrap(), 1.0)].into_iter().collect(),
         only_methods: vec!["POST".into()],
         seed: Some(1),
+        ..Mix::default()
     };
     let server = FaultServer::start(FaultConfig {
         mix,
@@ -459,4 +478,110 @@ async fn the_budget_caps_retries_under_a_total_outage() {
                 .contains("retry budget http-resource@http://127.0.0.1")),
         "deferrals are in the events"
     );
+    // ... and in the metrics, per budget (plugin and target host).
+    let bucket = format!("http-resource@http://{}", server.addr());
+    let metrics = kiln::metrics::render();
+    let deferred = kiln::metrics::sample(
+        &metrics,
+        &format!("kiln_retry_budget_deferred_total{{bucket=\"{bucket}\"}}"),
+    )
+    .unwrap_or_else(|| panic!("no deferral count for {bucket} in:\n{metrics}"));
+    assert!(deferred > 0.0, "{metrics}");
+    assert!(
+        kiln::metrics::sample(
+            &metrics,
+            &format!("kiln_retry_budget_tokens{{bucket=\"{bucket}\"}}")
+        )
+        .is_some(),
+        "{metrics}"
+    );
+    let retried: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("kiln_retries_total{") && l.contains("policy=\"eager\""))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum();
+    assert!(retried >= 150.0, "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthorized_refreshes_the_credentials_and_calls_once_more() {
+    use kiln::fault_server::{FaultConfig, FaultServer};
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "expired\n").unwrap();
+    let server = FaultServer::start(FaultConfig {
+        token: Some("fresh".into()),
+        ..FaultConfig::default()
+    })
+    .await
+    .unwrap();
+    let url = server.url("items");
+    let many: String = (0..5)
+        .map(|i| {
+            format!("  o{i}:\n    type: Kiln::HTTP::Resource\n    properties: {{url: \"{url}\"}}\n")
+        })
+        .collect();
+    let text = format!("heat_template_version: 2021-04-16\nresources:\n{many}");
+    // `unauthorized` is never retried by policy here: only the host's refresh can save a call.
+    let config = format!(
+        "[retry.policies.no]\ncomponent = \"never\"\n\
+         [[retry.rules]]\nerrors = [\"unauthorized\"]\npolicy = \"no\"\n\
+         [plugins.http-resource.credentials]\ntoken_file = \"{}\"\n",
+        token_file.display()
+    );
+    let db = backends().await.remove(0);
+    let allow = [server.base_url()];
+
+    // The token is rotated after the engine read it: each call's first 401 makes the host read
+    // the file again and call once more, with the same idempotency key.
+    let e = engine_with(&config, &db.url, &allow).await;
+    std::fs::write(&token_file, "fresh\n").unwrap();
+    let row = create(&e, "rotated", &text).await;
+    let running = run(&e);
+    let end = settle(e.store(), &row.id).await;
+    running.shutdown().await;
+    assert_eq!(end.status, "COMPLETE", "{}", end.status_reason);
+    assert_eq!(server.object_count(), 5);
+    let stats = server.stats();
+    assert!(stats.unauthorized >= 1, "{stats:?}");
+    let events = e.store().events(&row.id, 0).await.unwrap();
+    let reauthorized: Vec<_> = events
+        .iter()
+        .filter(|ev| ev.status == "REAUTHORIZED")
+        .collect();
+    assert!(!reauthorized.is_empty(), "{events:?}");
+    assert!(
+        reauthorized[0].reason.contains(&format!(
+            "read new credentials from token file {}",
+            token_file.display()
+        )),
+        "{}",
+        reauthorized[0].reason
+    );
+    assert!(events.iter().all(|ev| ev.status != "RETRY"), "{events:?}");
+
+    // A token that stays wrong: the refresh finds nothing new, and the policy decides.
+    server.set_token(Some("rotated-again".into()));
+    let e = engine_with(&config, &db.url, &allow).await;
+    let row = create(&e, "stale", &text.replace("o0", "p0")).await;
+    let running = run(&e);
+    let end = settle(e.store(), &row.id).await;
+    running.shutdown().await;
+    assert_eq!(end.status, "FAILED");
+    assert!(
+        end.status_reason.contains("unauthorized (401)")
+            && end.status_reason.contains("not retried"),
+        "{}",
+        end.status_reason
+    );
+    let metrics = kiln::metrics::render();
+    assert!(
+        kiln::metrics::sample(
+            &metrics,
+            "kiln_credential_refreshes_total{plugin=\"http-resource\",outcome=\"unchanged\"}"
+        )
+        .is_some_and(|n| n >= 1.0),
+        "{metrics}"
+    );
+    db.cleanup().await;
 }

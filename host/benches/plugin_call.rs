@@ -31,6 +31,7 @@ async fn load(rt: &PluginRuntime, path: &str) -> Plugin {
         source: Source::File(path.into()),
         limits: Limits::default(),
         allow_http: AllowList::default(),
+        credentials: None,
     })
     .await
     .unwrap()

@@ -116,7 +116,7 @@ pub const ERROR_KINDS: &[&str] = &[
 ];
 pub const OPERATIONS: &[&str] = &["create", "update", "delete", "check"];
 
-/// How an engine process works through jobs.
+/// How an engine process works through jobs, and how engines judge each other.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EngineConfig {
@@ -125,11 +125,22 @@ pub struct EngineConfig {
     /// Jobs of one stack this engine process runs at once (so one big stack cannot take every
     /// worker from the others).
     pub max_concurrent_per_stack: u32,
-    /// How long a claimed job stays this engine's without a heartbeat; after that (on the
-    /// database's clock) another engine takes it over.
+    /// How long a claimed job, an engine's registration and the leader lease last without a
+    /// heartbeat (on the database's clock). After that the engine is dead: its jobs and locks
+    /// are taken over, and another engine leads.
     pub lease_ms: u64,
-    /// How often an idle engine looks for due jobs (new work in this process wakes it at once).
+    /// How often an engine renews its leases; at most half of `lease_ms`.
+    pub heartbeat_ms: u64,
+    /// How often an idle engine looks for due jobs when nothing wakes it (PostgreSQL wakes
+    /// engines at once with LISTEN/NOTIFY; SQLite engines rely on this).
     pub poll_interval_ms: u64,
+    /// How often the leader runs maintenance: rescuing jobs and locks of dead engines and
+    /// repairing stalled traversals.
+    pub maintenance_interval_ms: u64,
+    /// On SIGTERM, how long running calls may take to finish before they are handed back.
+    pub grace_ms: u64,
+    /// How long the leader keeps deleted stacks' events and stopped or dead engines' rows.
+    pub retention_days: u64,
 }
 
 impl Default for EngineConfig {
@@ -137,8 +148,12 @@ impl Default for EngineConfig {
         Self {
             workers: 16,
             max_concurrent_per_stack: 64,
-            lease_ms: 15_000,
+            lease_ms: 10_000,
+            heartbeat_ms: 2_000,
             poll_interval_ms: 200,
+            maintenance_interval_ms: 2_000,
+            grace_ms: 30_000,
+            retention_days: 7,
         }
     }
 }
@@ -206,6 +221,9 @@ pub struct PluginConfig {
     pub call_timeout_ms: Option<u64>,
     pub max_http_body_bytes: Option<u64>,
     pub max_output_bytes: Option<u64>,
+    /// `[plugins.NAME.credentials]`: a secret the host adds to the plugin's HTTP requests and
+    /// reads again after an `unauthorized` error (the plugin never sees it).
+    pub credentials: Option<crate::credentials::CredentialsConfig>,
 }
 
 impl Default for RuntimeConfig {
@@ -279,10 +297,10 @@ impl Config {
         let mut config = Self::parse(&text, &path.display().to_string())?;
         // Paths are relative to the file that names them.
         let base = path.parent().unwrap_or(Path::new("."));
-        let paths = config
-            .plugins
-            .values_mut()
-            .filter_map(|p| p.component.as_mut());
+        let paths = config.plugins.values_mut().flat_map(|p| {
+            let token_file = p.credentials.as_mut().and_then(|c| c.token_file.as_mut());
+            p.component.as_mut().into_iter().chain(token_file)
+        });
         for p in paths.chain(config.runtime.plugins_dir.as_mut()) {
             if p.is_relative() {
                 *p = base.join(&*p);
@@ -375,10 +393,27 @@ impl Config {
                 self.engine.max_concurrent_per_stack as u64,
             ),
             ("engine.lease_ms", self.engine.lease_ms),
+            ("engine.heartbeat_ms", self.engine.heartbeat_ms),
             ("engine.poll_interval_ms", self.engine.poll_interval_ms),
+            (
+                "engine.maintenance_interval_ms",
+                self.engine.maintenance_interval_ms,
+            ),
         ] {
             if value == 0 {
                 return Err(format!("{key} must be greater than 0"));
+            }
+        }
+        if self.engine.heartbeat_ms * 2 > self.engine.lease_ms {
+            return Err(format!(
+                "engine.heartbeat_ms ({}) must be at most half of engine.lease_ms ({}): a lease \
+                 must survive a late heartbeat",
+                self.engine.heartbeat_ms, self.engine.lease_ms
+            ));
+        }
+        for (name, p) in &self.plugins {
+            if let Some(c) = &p.credentials {
+                c.check(&format!("plugins.{name}.credentials"))?;
             }
         }
         let b = &self.retry.budget;

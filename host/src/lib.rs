@@ -4,8 +4,10 @@
 pub mod allow_list;
 pub mod cli;
 pub mod config;
+pub mod credentials;
 pub mod engine;
 pub mod fault_server;
+pub mod metrics;
 pub mod registry;
 pub mod retry;
 pub mod runtime;

@@ -10,6 +10,7 @@ use anyhow::{Context, bail};
 use crate::allow_list::AllowList;
 use crate::artifacts::BUNDLED;
 use crate::config::{Config, ConfigError, PluginConfig};
+use crate::credentials::Credentials;
 use crate::runtime::{Plugin, PluginRuntime, PluginSpec, Source, TypeSchema, World};
 
 pub struct PluginSet {
@@ -22,7 +23,21 @@ pub struct PluginSet {
 impl PluginSet {
     /// Loads every plugin the config names (and the bundled ones unless disabled).
     pub async fn load(config: &Config) -> anyhow::Result<Self> {
-        let specs = specs(config)?;
+        let mut specs = specs(config)?;
+        // Secrets are read before any plugin runs, so a missing token file fails the start.
+        for spec in &mut specs {
+            if let Some(c) = config
+                .plugins
+                .get(&spec.name)
+                .and_then(|p| p.credentials.as_ref())
+            {
+                let at = format!("plugins.{}.credentials", spec.name);
+                let creds = Credentials::load(c, &at)
+                    .await
+                    .map_err(anyhow::Error::msg)?;
+                spec.credentials = Some(Arc::new(creds));
+            }
+        }
         let max_memory = specs
             .iter()
             .map(|s| s.limits.memory_mib)
@@ -181,5 +196,6 @@ fn spec(
         limits: pc.limits(&config.limits),
         allow_http: AllowList::parse(&pc.allow_http)
             .map_err(|e| anyhow::anyhow!("plugins.{name}.allow_http: {e}"))?,
+        credentials: None,
     })
 }

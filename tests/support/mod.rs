@@ -35,6 +35,7 @@ pub fn spec(name: &str, path: &str, limits: Limits, allow: &[&str]) -> PluginSpe
         source: Source::File(PathBuf::from(path)),
         limits,
         allow_http: AllowList::parse(allow).expect("allow list"),
+        credentials: None,
     }
 }
 

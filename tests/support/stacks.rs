@@ -14,13 +14,12 @@ use tokio::sync::watch;
 /// The plugins of `config` (with the tests' shared cache), `http-resource` allowed `allow`.
 pub async fn plugins(mut config: Config, allow: &[String]) -> Arc<PluginSet> {
     config.runtime.cache_dir = Some(super::shared_cache());
-    config.plugins.insert(
-        "http-resource".into(),
-        kiln::config::PluginConfig {
-            allow_http: allow.to_vec(),
-            ..Default::default()
-        },
-    );
+    // Keeps the rest of a configured `[plugins.http-resource]` (its credentials, say).
+    config
+        .plugins
+        .entry("http-resource".into())
+        .or_default()
+        .allow_http = allow.to_vec();
     Arc::new(PluginSet::load(&config).await.unwrap())
 }
 

@@ -32,6 +32,20 @@ pub struct FaultServerArgs {
     /// Create a new object for every POST, ignoring Idempotency-Key (a careless API).
     #[arg(long)]
     ignore_idempotency_keys: bool,
+    /// Require `Authorization: Bearer TOKEN` on every cloud request (401 otherwise, before any
+    /// fault); rotate it with `PUT /_kiln/token {"token": "new"}`.
+    #[arg(long, value_name = "TOKEN", value_parser = token_arg)]
+    token: Option<String>,
+    /// Delay every cloud request by this many milliseconds before handling it (a distant cloud).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    latency_ms: u64,
+}
+
+fn token_arg(s: &str) -> Result<String, String> {
+    if s.is_empty() {
+        return Err("the token is empty".to_string());
+    }
+    Ok(s.to_string())
 }
 
 fn rate_arg(s: &str) -> Result<(FaultSpec, f64), ParseError> {
@@ -45,8 +59,10 @@ pub async fn run(args: FaultServerArgs) -> Result<(), Failure> {
             rates: args.rates.into_iter().collect(),
             only_methods: args.only_methods,
             seed: args.seed,
+            latency_ms: args.latency_ms,
         },
         honour_idempotency_keys: !args.ignore_idempotency_keys,
+        token: args.token,
     };
     let server = FaultServer::start(config).await.map_err(|e| {
         let code = match e {
@@ -62,7 +78,7 @@ pub async fn run(args: FaultServerArgs) -> Result<(), Failure> {
     println!("fault server listening on {}", server.base_url());
     let rates: Vec<String> = mix.rates.iter().map(|(f, p)| format!("{f}={p}")).collect();
     println!(
-        "faults: {}{}; seed {}; scripted {}",
+        "faults: {}{}; seed {}; scripted {}; latency {} ms; {}",
         if rates.is_empty() {
             "none".to_string()
         } else {
@@ -75,6 +91,13 @@ pub async fn run(args: FaultServerArgs) -> Result<(), Failure> {
         },
         mix.seed.unwrap_or_default(),
         server.stats().scripted_pending,
+        mix.latency_ms,
+        // Not the token itself: the caller has it, the output may end up in a log.
+        if server.token().is_some() {
+            "bearer token required"
+        } else {
+            "no auth"
+        },
     );
     println!(
         "control: {0}/_kiln/requests, {0}/_kiln/objects, {0}/_kiln/stats",

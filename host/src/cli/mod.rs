@@ -1,5 +1,6 @@
 //! The `kiln` command line.
 
+mod engine;
 mod fault_server;
 mod plugin;
 mod retry;
@@ -49,14 +50,17 @@ enum Command {
     Plugin(plugin::PluginCommand),
     /// Check a template (with environments and parameters) and report every error.
     Validate(validate::ValidateArgs),
-    /// Stacks: create, delete, list, show, events, outputs.
+    /// Stacks: create, delete, cancel, list, show, events, outputs.
     #[command(subcommand)]
     Stack(stack::StackCommand),
     /// A stack's resources.
     #[command(subcommand)]
     Resource(stack::ResourceCommand),
-    /// Run an engine: work through every stack's jobs until interrupted.
-    Engine,
+    /// Run an engine (work through every stack's jobs until SIGTERM, then drain), or
+    /// `engine list` the engines sharing the database.
+    Engine(engine::EngineArgs),
+    /// Run the service on this host: an engine (the REST API joins it in a later release).
+    Serve,
     /// Run a fault-injecting fake REST cloud on 127.0.0.1 (for tests and examples).
     FaultServer(fault_server::FaultServerArgs),
     /// Retry policies: simulate a policy's schedule.
@@ -94,7 +98,8 @@ pub async fn run(cli: Cli) -> ExitCode {
             Command::Validate(args) => validate::run(args, &config).await,
             Command::Stack(cmd) => stack::run_stack(cmd, &config).await,
             Command::Resource(cmd) => stack::run_resource(cmd, &config).await,
-            Command::Engine => stack::run_engine(&config).await,
+            Command::Engine(args) => engine::run(args, &config).await,
+            Command::Serve => engine::serve(&config).await,
             Command::FaultServer(args) => fault_server::run(args).await,
             Command::Retry(cmd) => retry::run(cmd, &config).await,
         },

@@ -163,6 +163,7 @@ async fn load_file(config: &Config, path: &Path, allow_http: &[String]) -> Resul
             source: Source::File(path.to_path_buf()),
             limits,
             allow_http: allow,
+            credentials: None,
         })
         .await
         .map_err(|e| Failure::new(exit::PLUGIN_FAULT, e))

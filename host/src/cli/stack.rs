@@ -40,6 +40,9 @@ pub enum StackCommand {
         #[arg(long)]
         no_wait: bool,
     },
+    /// Cancel the action in progress: nothing new starts on any engine, running calls finish
+    /// and are recorded, and the action ends FAILED ("cancelled").
+    Cancel { name: String },
     /// List stacks.
     List {
         #[arg(long, value_enum, default_value_t)]
@@ -82,7 +85,7 @@ pub enum ResourceCommand {
     },
 }
 
-fn store_failure(e: StoreError) -> Failure {
+pub(super) fn store_failure(e: StoreError) -> Failure {
     let code = match e {
         StoreError::StackNotFound(_) => exit::NOT_FOUND,
         StoreError::ActionInProgress { .. } | StoreError::StackExists(_) => exit::CONFLICT,
@@ -91,7 +94,7 @@ fn store_failure(e: StoreError) -> Failure {
     Failure::new(code, e)
 }
 
-async fn open(config: &Config) -> Result<Store, Failure> {
+pub(super) async fn open(config: &Config) -> Result<Store, Failure> {
     let url = config.database.url();
     Store::open(&url).await.map_err(|e| {
         let code = if matches!(e, StoreError::BadUrl(_)) {
@@ -103,7 +106,7 @@ async fn open(config: &Config) -> Result<Store, Failure> {
     })
 }
 
-async fn engine(config: &Config) -> Result<Engine, Failure> {
+pub(super) async fn engine(config: &Config) -> Result<Engine, Failure> {
     let store = open(config).await?;
     let plugins = PluginSet::load(config).await.map_err(plugin_set_failure)?;
     let policies = RetryPolicies::load(&config.retry, &plugins)
@@ -142,6 +145,24 @@ pub async fn run_stack(cmd: StackCommand, config: &Config) -> Result<(), Failure
                 return Ok(());
             }
             finished(&wait(&engine, &row).await?)
+        }
+        StackCommand::Cancel { name } => {
+            let store = open(config).await?;
+            let row = store.find_stack(&name).await.map_err(store_failure)?;
+            let actor = format!("cli-{}", std::process::id());
+            let row = store.cancel(&row.id, &actor).await.map_err(store_failure)?;
+            println!(
+                "{} {}_{}{}",
+                row.name,
+                row.action,
+                row.status,
+                if row.status == "IN_PROGRESS" {
+                    " (cancelling: running calls finish)"
+                } else {
+                    ""
+                }
+            );
+            Ok(())
         }
         StackCommand::List { format } => {
             let stacks = open(config)
@@ -258,34 +279,6 @@ pub async fn run_resource(cmd: ResourceCommand, config: &Config) -> Result<(), F
             }
             Ok(())
         }
-    }
-}
-
-/// `kiln engine`: work through jobs until interrupted (SIGINT/SIGTERM).
-pub async fn run_engine(config: &Config) -> Result<(), Failure> {
-    let engine = engine(config).await?;
-    let (stop_tx, stop) = watch::channel(false);
-    eprintln!(
-        "engine {} working on {} (Ctrl-C to stop)",
-        engine.id(),
-        config.database.url()
-    );
-    let running = tokio::spawn({
-        let engine = engine.clone();
-        async move { engine.run(stop).await }
-    });
-    shutdown_signal().await;
-    let _ = stop_tx.send(true);
-    let _ = running.await;
-    Ok(())
-}
-
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
     }
 }
 

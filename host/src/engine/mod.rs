@@ -2,6 +2,7 @@
 //! pool of worker tasks. Everything it needs to resume lives in the store; what it keeps in
 //! memory (parsed templates) is a cache that any other engine can rebuild.
 
+mod maintenance;
 mod plan;
 mod resolver;
 mod worker;
@@ -160,50 +161,89 @@ impl Engine {
         Ok(plan)
     }
 
-    /// Runs the workers until `stop` turns true. Work left unfinished stays in the store (its
-    /// leases expire and any engine takes it over).
+    /// Runs the workers until `stop` turns true, then shuts down gracefully: claims nothing
+    /// new, lets running calls finish within `grace_ms` (leases kept alive meanwhile), hands
+    /// back what is left, resigns leadership and marks itself stopped. Work left unfinished
+    /// stays in the store for any engine.
     pub async fn run(&self, mut stop: watch::Receiver<bool>) {
         let (store, id) = (&self.inner.store, self.inner.id.as_str());
+        let c = &self.inner.config;
         if let Err(e) = store
-            .register_engine(id, &self.inner.host, std::process::id())
+            .register_engine(id, &self.inner.host, std::process::id(), c.lease_ms as i64)
             .await
         {
             tracing::warn!("registering engine {id} failed: {e}");
         }
-        let mut tasks = tokio::task::JoinSet::new();
-        for _ in 0..self.inner.config.workers {
-            let (engine, stop) = (self.clone(), stop.clone());
-            tasks.spawn(async move { engine.work(stop).await });
+        let (drain, draining) = watch::channel(false);
+        let mut workers = tokio::task::JoinSet::new();
+        for _ in 0..c.workers {
+            let (engine, draining) = (self.clone(), draining.clone());
+            workers.spawn(async move { engine.work(draining).await });
         }
-        // Heartbeat: keep the leases of running jobs (a long create) alive, and repair
-        // traversals whose engine died between finishing a job and scheduling what followed.
-        let engine = self.clone();
-        let beat = Duration::from_millis(self.inner.config.lease_ms / 3);
-        let heartbeat = tokio::spawn(async move {
-            let lease = engine.inner.config.lease_ms as i64;
-            loop {
-                tokio::time::sleep(beat).await;
-                if let Err(e) = engine
-                    .inner
-                    .store
-                    .extend_leases(&engine.inner.id, lease)
-                    .await
-                {
-                    tracing::warn!("extending leases failed: {e}");
-                }
-                if let Err(e) = engine.inner.store.engine_heartbeat(&engine.inner.id).await {
-                    tracing::warn!("engine heartbeat failed: {e}");
-                }
-                if let Err(e) = engine.repair_stalled().await {
-                    tracing::warn!("repairing stalled traversals failed: {e}");
+        let mut background = tokio::task::JoinSet::new();
+        background.spawn({
+            let engine = self.clone();
+            async move { engine.heartbeat().await }
+        });
+        background.spawn({
+            let engine = self.clone();
+            async move { engine.maintain().await }
+        });
+        background.spawn({
+            let engine = self.clone();
+            async move { engine.listen().await }
+        });
+
+        let _ = stop.wait_for(|s| *s).await;
+        tracing::info!(
+            "engine {id} draining: no new jobs; running calls may take {} ms to finish",
+            c.grace_ms
+        );
+        if let Err(e) = store.engine_draining(id).await {
+            tracing::warn!("marking engine {id} draining failed: {e}");
+        }
+        let _ = drain.send(true);
+        let grace = Duration::from_millis(c.grace_ms);
+        let drained = tokio::time::timeout(grace, async {
+            while workers.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            // Past the grace period: stop the calls (a dropped call leaves nothing behind in
+            // the sandbox) and hand their jobs back at once, fenced by a new token.
+            workers.shutdown().await;
+            match store.release_jobs(id).await {
+                Ok(n) => tracing::warn!("grace period over: handed back {n} running jobs"),
+                Err(e) => {
+                    tracing::warn!("handing back jobs failed (their leases will expire): {e}")
                 }
             }
-        });
-        let _ = stop.wait_for(|s| *s).await;
-        while tasks.join_next().await.is_some() {}
-        heartbeat.abort();
+        }
+        background.shutdown().await;
+        if let Err(e) = store.resign(id).await {
+            tracing::warn!("resigning leadership failed (the lease will expire): {e}");
+        }
         if let Err(e) = store.engine_stopped(id).await {
             tracing::warn!("deregistering engine {id} failed: {e}");
+        }
+        tracing::info!("engine {id} stopped");
+    }
+
+    /// Keeps the leases of running jobs (a long create) and this engine's registration alive.
+    async fn heartbeat(&self) {
+        let c = &self.inner.config;
+        // A lease must survive one late heartbeat, whatever the config says.
+        let beat = Duration::from_millis(c.heartbeat_ms.min(c.lease_ms / 3).max(1));
+        let lease = c.lease_ms as i64;
+        loop {
+            tokio::time::sleep(beat).await;
+            let store = &self.inner.store;
+            if let Err(e) = store.extend_leases(&self.inner.id, lease).await {
+                tracing::warn!("extending leases failed: {e}");
+            }
+            if let Err(e) = store.engine_heartbeat(&self.inner.id).await {
+                tracing::warn!("engine heartbeat failed: {e}");
+            }
         }
     }
 
@@ -297,29 +337,6 @@ impl Engine {
 }
 
 impl Engine {
-    /// For each traversal with no job left, schedules whatever is ready and ends it if done.
-    async fn repair_stalled(&self) -> Result<(), StoreError> {
-        let store = &self.inner.store;
-        for (stack_id, traversal, operation) in store.stalled().await? {
-            let row = store.find_stack(&stack_id).await?;
-            if row.traversal != traversal {
-                continue;
-            }
-            let plan = self.plan(&row).await?;
-            let all: Vec<&str> = plan.stack.order.iter().map(String::as_str).collect();
-            let made = self.schedule(&plan, traversal, &operation, &all).await?;
-            if made == 0 {
-                store
-                    .try_finish_traversal(&stack_id, traversal, &operation, &self.inner.id)
-                    .await?;
-            } else {
-                tracing::info!(stack = %row.name, "repaired a stalled traversal: {made} jobs scheduled");
-                self.inner.wake.notify_waiters();
-            }
-        }
-        Ok(())
-    }
-
     /// Schedules those of `names` whose prerequisites are done: for create, the resources each
     /// depends on; for delete, the resources that depend on each.
     async fn schedule(

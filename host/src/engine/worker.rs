@@ -1,13 +1,17 @@
 //! Working one job: resolve the resource's properties from its dependencies in the store, call
 //! the plugin in a fresh sandbox, and record the result (done, pending or failed).
 
+use std::future::Future;
+
 use serde_json::Value;
 
 use super::Engine;
 use super::StoredResolver;
 use super::plan::Plan;
+use crate::credentials::Refresh;
+use crate::metrics::{BudgetLabels, RefreshLabels, RetryLabels, metrics};
 use crate::retry::{Attempt, Verdict, as_plugin_error, summarize};
-use crate::runtime::{CallContext, CallError, Current, Operation, Outcome, PluginError};
+use crate::runtime::{CallContext, CallError, Current, Operation, Outcome, Plugin, PluginError};
 use crate::store::{Claimed, ResourceUpdate, StoreError, action_of};
 use crate::template::DeletionPolicy;
 
@@ -58,7 +62,14 @@ impl Engine {
         }
         let plan = self.plan(&row).await?;
         let action = action_of(&job.operation);
-        let update = match self.step(job, &plan, action).await? {
+        // A cancel is checked before each step; a long operation being polled still finishes
+        // (the cloud is doing it), anything else does not start.
+        let step = if row.cancel_requested_at.is_some() && job.pending_state.is_none() {
+            Step::Failed("cancelled before it started".into())
+        } else {
+            self.step(job, &plan, action).await?
+        };
+        let update = match step {
             Step::Pending { delay_ms, state } => {
                 store
                     .reschedule(job, engine, delay_ms as i64, Some(&state.to_string()))
@@ -197,10 +208,14 @@ impl Engine {
                 physical_id: current.physical_id.clone().unwrap_or_default(),
                 state: current.state.clone().unwrap_or_else(|| "null".into()),
             };
-            let result = match &polling {
-                Some(state) => plugin.poll(&ctx, &props, state).await,
-                None => plugin.delete(&ctx, &cur, &props).await,
-            };
+            let result = self
+                .reauthorized(job, plugin, || async {
+                    match &polling {
+                        Some(state) => plugin.poll(&ctx, &props, state).await,
+                        None => plugin.delete(&ctx, &cur, &props).await,
+                    }
+                })
+                .await?;
             return Ok(match result {
                 Ok(Outcome::Done(_)) | Err(CallError::Plugin(PluginError::NotFound(_), _)) => {
                     Step::Done(deleted("state changed"))
@@ -223,10 +238,14 @@ impl Engine {
             Ok(p) => p,
             Err(e) => return Ok(Step::Failed(e.to_string())),
         };
-        let result = match &polling {
-            Some(state) => plugin.poll(&ctx, &props, state).await,
-            None => plugin.create(&ctx, &props).await,
-        };
+        let result = self
+            .reauthorized(job, plugin, || async {
+                match &polling {
+                    Some(state) => plugin.poll(&ctx, &props, state).await,
+                    None => plugin.create(&ctx, &props).await,
+                }
+            })
+            .await?;
         Ok(match result {
             Ok(Outcome::Done(d)) => Step::Done(ResourceUpdate {
                 action: "CREATE".into(),
@@ -246,6 +265,66 @@ impl Engine {
                     .await?
             }
         })
+    }
+
+    /// Makes a call; if the cloud answers `unauthorized` and the plugin has host-held
+    /// credentials, reads them again and, when they changed, makes the same call once more
+    /// (same idempotency key) before any retry policy sees the error.
+    async fn reauthorized<T, F, Fut>(
+        &self,
+        job: &Claimed,
+        plugin: &Plugin,
+        call: F,
+    ) -> Result<Result<T, CallError>, StoreError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, CallError>>,
+    {
+        let used = plugin.credentials().map(|c| c.generation());
+        let first = call().await;
+        let (Err(CallError::Plugin(PluginError::Unauthorized(_), _)), Some(creds)) =
+            (&first, plugin.credentials())
+        else {
+            return Ok(first);
+        };
+        // Another call refreshed the secret while this one ran: just use the new one.
+        let refreshed = if used != Some(creds.generation()) {
+            Ok(Refresh::Changed)
+        } else {
+            let refreshed = creds.refresh().await;
+            let outcome = match &refreshed {
+                Ok(Refresh::Changed) => "changed",
+                Ok(Refresh::Unchanged) => "unchanged",
+                Err(_) => "error",
+            };
+            metrics()
+                .credential_refreshes
+                .get_or_create(&RefreshLabels {
+                    plugin: plugin.name().to_string(),
+                    outcome: outcome.to_string(),
+                })
+                .inc();
+            refreshed
+        };
+        let engine = self.inner.id.as_str();
+        match refreshed {
+            Ok(Refresh::Changed) => {
+                let reason = format!(
+                    "unauthorized: read new credentials from {}; calling again",
+                    creds.describe()
+                );
+                self.inner
+                    .store
+                    .job_event(job, engine, "REAUTHORIZED", &reason)
+                    .await?;
+                Ok(call().await)
+            }
+            Ok(Refresh::Unchanged) => Ok(first),
+            Err(e) => {
+                tracing::warn!(plugin = plugin.name(), "refreshing credentials failed: {e}");
+                Ok(first)
+            }
+        }
     }
 
     /// A failed call: the retry policy chosen by the rules decides between another attempt
@@ -294,6 +373,21 @@ impl Engine {
                     let (key, grant) =
                         policies.budget(plugin, e.origins().last().map(String::as_str));
                     let delay_ms = delay_ms.max(grant.wait_ms);
+                    let m = metrics();
+                    let bucket = BudgetLabels {
+                        bucket: key.clone(),
+                    };
+                    m.budget_tokens.get_or_create(&bucket).set(grant.tokens);
+                    if grant.wait_ms > 0 {
+                        m.budget_deferred.get_or_create(&bucket).inc();
+                    }
+                    m.retries
+                        .get_or_create(&RetryLabels {
+                            plugin: plugin.to_string(),
+                            kind: error.kind().to_string(),
+                            policy: policy.clone(),
+                        })
+                        .inc();
                     let deferred = if grant.wait_ms > 0 {
                         format!(
                             "; retry budget {key} empty, deferred to its refill ({} retries deferred so far)",
@@ -311,15 +405,30 @@ impl Engine {
                     }
                 }
                 Verdict::GiveUp { reason, policy } if history.len() == 1 => {
+                    exhausted(plugin, &error, &policy);
                     Step::Failed(format!("{e} (not retried: {reason}; policy {policy})"))
                 }
-                Verdict::GiveUp { reason, policy } => Step::Failed(format!(
-                    "{}; policy {policy}; last error: {e}",
-                    summarize(&history, elapsed_ms, &reason)
-                )),
+                Verdict::GiveUp { reason, policy } => {
+                    exhausted(plugin, &error, &policy);
+                    Step::Failed(format!(
+                        "{}; policy {policy}; last error: {e}",
+                        summarize(&history, elapsed_ms, &reason)
+                    ))
+                }
             },
         )
     }
+}
+
+fn exhausted(plugin: &str, error: &PluginError, policy: &str) {
+    metrics()
+        .retries_exhausted
+        .get_or_create(&RetryLabels {
+            plugin: plugin.to_string(),
+            kind: error.kind().to_string(),
+            policy: policy.to_string(),
+        })
+        .inc();
 }
 
 fn deleted(reason: &str) -> ResourceUpdate {

@@ -1,5 +1,5 @@
-//! The cloud's requests: pick a fault, handle the request (unless the fault strikes first),
-//! record what the client gets, then answer or strike.
+//! The cloud's requests: wait out the latency, check the token, pick a fault, handle the request
+//! (unless the fault strikes first), record what the client gets, then answer or strike.
 
 use std::sync::Arc;
 
@@ -11,7 +11,8 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::fault::Fault;
+use super::auth;
+use super::fault::{Fault, FaultSpec};
 use super::objects::Handled;
 use super::record::Entry;
 use super::server::ConnCtl;
@@ -60,6 +61,21 @@ struct Req<'a> {
     body: &'a Bytes,
 }
 
+/// What the client gets, decided under the lock and delivered after it.
+enum Outcome {
+    Answer(Handled),
+    Strike(Fault),
+    Unauthorized,
+}
+
+/// What the log records of a request, and what to send.
+struct Decided {
+    status: Option<u16>,
+    fault: Option<FaultSpec>,
+    created: Option<String>,
+    outcome: Outcome,
+}
+
 async fn handle(
     shared: &Shared,
     conn: &ConnCtl,
@@ -75,6 +91,11 @@ async fn handle(
         )
             .into_response();
     }
+    // Outside the lock, so that concurrent requests wait side by side as on a real cloud.
+    let latency = lock(shared).injector.latency();
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
     let method = req.method.as_str();
     let key = req
         .headers
@@ -82,36 +103,73 @@ async fn handle(
         .and_then(|v| v.to_str().ok());
     let outcome = {
         let mut state = lock(shared);
-        let fault = state.injector.next(method);
-        let (status, created, outcome) = match fault {
-            Some(f) => {
-                // A fault after handling lets the request take effect (e.g. create the object).
-                let created = if f.after {
-                    let h = state.objects.handle(method, collection, id, key, req.body);
-                    h.created
-                } else {
-                    None
-                };
-                (status_of(f.fault), created, Err(f.fault))
+        let auth = auth::check(state.token.as_deref(), req.headers);
+        let d = if auth.is_some_and(|a| !a.is_ok()) {
+            // Refused before the injector is asked: a scripted fault waits for a request that
+            // gets in.
+            Decided {
+                status: Some(401),
+                fault: None,
+                created: None,
+                outcome: Outcome::Unauthorized,
             }
-            None => {
-                let h = state.objects.handle(method, collection, id, key, req.body);
-                (Some(h.status), h.created.clone(), Ok(h))
-            }
+        } else {
+            decide(&mut state, method, collection, id, key, req.body)
         };
         state.log.push(Entry {
             method,
             path: req.uri.path(),
             key,
-            status,
-            fault,
-            created,
+            status: d.status,
+            fault: d.fault,
+            created: d.created,
+            auth,
         });
-        outcome
+        d.outcome
     };
     match outcome {
-        Ok(handled) => answer(handled),
-        Err(fault) => strike(fault, conn).await,
+        Outcome::Answer(handled) => answer(handled),
+        Outcome::Strike(fault) => strike(fault, conn).await,
+        Outcome::Unauthorized => auth::rejection(),
+    }
+}
+
+/// Picks the fault and handles the request unless the fault strikes first.
+fn decide(
+    state: &mut super::State,
+    method: &str,
+    collection: &str,
+    id: Option<&str>,
+    key: Option<&str>,
+    body: &[u8],
+) -> Decided {
+    match state.injector.next(method) {
+        Some(f) => {
+            // A fault after handling lets the request take effect (e.g. create the object).
+            let created = if f.after {
+                state
+                    .objects
+                    .handle(method, collection, id, key, body)
+                    .created
+            } else {
+                None
+            };
+            Decided {
+                status: status_of(f.fault),
+                fault: Some(f),
+                created,
+                outcome: Outcome::Strike(f.fault),
+            }
+        }
+        None => {
+            let h = state.objects.handle(method, collection, id, key, body);
+            Decided {
+                status: Some(h.status),
+                fault: None,
+                created: h.created.clone(),
+                outcome: Outcome::Answer(h),
+            }
+        }
     }
 }
 

@@ -1,11 +1,12 @@
-//! The control endpoints under `/_kiln/`: read the record, queue faults, replace the mix.
+//! The control endpoints under `/_kiln/`: read the record, queue faults, replace the mix, rotate
+//! the token.
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::fault::FaultSpec;
 use super::injector::Mix;
@@ -64,4 +65,24 @@ pub(crate) async fn set_rates(State(shared): State<Shared>, body: Bytes) -> Resp
     let mut state = lock(&shared);
     state.injector.set_mix(mix);
     Json(state.injector.mix()).into_response()
+}
+
+/// Body: `{"token": "abc"}` to require (or rotate to) a token, `{"token": null}` to require none.
+/// The answer says only whether one is required: the token is never sent back.
+pub(crate) async fn set_token(State(shared): State<Shared>, body: Bytes) -> Response {
+    const EXPECTED: &str = r#"expected {"token": "..."} or {"token": null}"#;
+    // By hand, not serde: a missing field must not read as null and quietly turn auth off.
+    let token = match serde_json::from_slice::<Value>(&body) {
+        Ok(Value::Object(o)) if o.len() == 1 => match o.get("token") {
+            Some(Value::String(t)) if !t.is_empty() => Some(t.clone()),
+            Some(Value::String(_)) => return bad_request("the token is empty"),
+            Some(Value::Null) => None,
+            _ => return bad_request(EXPECTED),
+        },
+        Ok(_) => return bad_request(EXPECTED),
+        Err(e) => return bad_request(format!("{EXPECTED}: {e}")),
+    };
+    let required = token.is_some();
+    lock(&shared).token = token;
+    Json(json!({"required": required})).into_response()
 }

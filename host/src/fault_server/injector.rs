@@ -2,6 +2,7 @@
 //! drawn from a seeded RNG so that a run can be reproduced.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -22,6 +23,11 @@ pub struct Mix {
     /// Seed of the RNG; `None` keeps the current one (a new random seed at start).
     #[serde(default)]
     pub seed: Option<u64>,
+    /// A fixed delay before each cloud request is handled (whatever its method), to simulate a
+    /// cloud whose round trips, not its throughput, bound a client. Control endpoints are never
+    /// delayed.
+    #[serde(default)]
+    pub latency_ms: u64,
 }
 
 impl Mix {
@@ -88,6 +94,10 @@ impl Injector {
 
     pub fn queued(&self) -> usize {
         self.scripted.len()
+    }
+
+    pub fn latency(&self) -> Duration {
+        Duration::from_millis(self.mix.latency_ms)
     }
 
     /// Replaces the mix; a given seed restarts the RNG (so the same sequence follows).

@@ -1,11 +1,16 @@
 //! A fault-injecting fake REST cloud on 127.0.0.1, for tests and examples: JSON collections that
 //! honour `Idempotency-Key`, faults injected from a scripted queue or a seeded probabilistic mix
-//! (statuses, 429 with `Retry-After`, hanging responses, connection resets), and a record of every
-//! request so that a test can prove each object was created exactly once.
+//! (statuses, 429 with `Retry-After`, hanging responses, connection resets), an optional bearer
+//! token (401 until the client presents the current one; rotatable, to test credential refresh),
+//! an optional fixed latency, and a record of every request so that a test can prove each object
+//! was created exactly once.
 //!
-//! Control endpoints under `/_kiln/` (never faulted): `GET requests | objects | stats | keys |
-//! rates`, `POST faults` (a JSON array of faults to queue), `PUT rates` (a [`Mix`]).
+//! Control endpoints under `/_kiln/` (never faulted, delayed or asked for a token): `GET requests
+//! | objects | stats | keys | rates`, `POST faults` (a JSON array of faults to queue), `PUT rates`
+//! (a [`Mix`], latency included), `PUT token` (`{"token": "abc"}` or `{"token": null}`; there is
+//! no GET: the token is never sent back).
 
+mod auth;
 mod cloud;
 mod control;
 mod fault;
@@ -21,6 +26,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use serde_json::Value;
 use tokio::task::JoinHandle;
 
+pub use auth::Auth;
 pub use fault::{DEFAULT_RETRY_AFTER_SECS, Fault, FaultSpec, ParseError, parse_rate};
 pub use injector::Mix;
 pub use record::{KeyStats, RequestRecord, Stats};
@@ -38,6 +44,9 @@ pub struct FaultConfig {
     /// `false` makes a careless API that creates a new object for every POST, so that tests can
     /// see what a repeated key would cost without the server's help.
     pub honour_idempotency_keys: bool,
+    /// When set, every cloud request must carry `Authorization: Bearer <token>` or gets a 401
+    /// (before any fault); `None` requires nothing. An empty token admits no request.
+    pub token: Option<String>,
 }
 
 impl Default for FaultConfig {
@@ -46,6 +55,7 @@ impl Default for FaultConfig {
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             mix: Mix::default(),
             honour_idempotency_keys: true,
+            token: None,
         }
     }
 }
@@ -70,6 +80,8 @@ pub(crate) struct State {
     injector: Injector,
     objects: Objects,
     log: Log,
+    /// The bearer token cloud requests must carry, if any.
+    token: Option<String>,
 }
 
 impl State {
@@ -113,6 +125,7 @@ impl FaultServer {
             injector: Injector::new(mix),
             objects: Objects::new(config.honour_idempotency_keys),
             log: Log::new(),
+            token: config.token,
         }));
         let task = tokio::spawn(server::serve(listener, shared.clone()));
         Ok(FaultServerHandle { addr, shared, task })
@@ -157,6 +170,18 @@ impl FaultServerHandle {
     /// The current mix, with the seed in use.
     pub fn mix(&self) -> Mix {
         lock(&self.shared).injector.mix()
+    }
+
+    /// Rotates the bearer token (`None` stops requiring one). The old token is refused from the
+    /// next request on, including requests already waiting out the latency: the token is checked
+    /// when a request is handled.
+    pub fn set_token(&self, token: Option<String>) {
+        lock(&self.shared).token = token;
+    }
+
+    /// The bearer token cloud requests must carry now, if any.
+    pub fn token(&self) -> Option<String> {
+        lock(&self.shared).token.clone()
     }
 
     pub fn requests(&self) -> Vec<RequestRecord> {

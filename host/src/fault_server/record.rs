@@ -7,6 +7,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use super::auth::Auth;
 use super::fault::FaultSpec;
 
 /// One request as the server saw it.
@@ -23,6 +24,8 @@ pub struct RequestRecord {
     pub fault: Option<FaultSpec>,
     /// The object this request created (also when a fault after handling hid it).
     pub created: Option<String>,
+    /// How its `Authorization` fared; none while the server requires no token.
+    pub auth: Option<Auth>,
     pub unix_ms: u64,
     /// Since the server started.
     pub elapsed_ms: u64,
@@ -39,6 +42,10 @@ pub struct KeyStats {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Stats {
     pub requests: u64,
+    /// Refused with 401 for a missing or wrong token (counted in `statuses` too; injected 401s
+    /// are not counted here).
+    #[serde(default)]
+    pub unauthorized: u64,
     /// By the status the client got (injected statuses included).
     pub statuses: BTreeMap<u16, u64>,
     /// By injected fault, e.g. `"503"`, `"reset"`, `"after:hang"`.
@@ -69,6 +76,7 @@ impl fmt::Display for Stats {
             }
         };
         writeln!(f, "requests: {}", self.requests)?;
+        writeln!(f, "unauthorized: {}", self.unauthorized)?;
         let statuses = self.statuses.iter().map(|(k, n)| (k.to_string(), *n));
         writeln!(f, "statuses: {}", counts(statuses.collect()))?;
         let faults = self.faults.iter().map(|(k, n)| (k.clone(), *n));
@@ -100,6 +108,7 @@ pub(crate) struct Log {
     statuses: BTreeMap<u16, u64>,
     faults: BTreeMap<String, u64>,
     created: u64,
+    unauthorized: u64,
 }
 
 /// A request being recorded.
@@ -110,6 +119,7 @@ pub(crate) struct Entry<'a> {
     pub status: Option<u16>,
     pub fault: Option<FaultSpec>,
     pub created: Option<String>,
+    pub auth: Option<Auth>,
 }
 
 impl Log {
@@ -121,6 +131,7 @@ impl Log {
             statuses: BTreeMap::new(),
             faults: BTreeMap::new(),
             created: 0,
+            unauthorized: 0,
         }
     }
 
@@ -137,6 +148,7 @@ impl Log {
             *self.faults.entry(f.to_string()).or_default() += 1;
         }
         self.created += u64::from(e.created.is_some());
+        self.unauthorized += u64::from(e.auth.is_some_and(|a| !a.is_ok()));
         let unix_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
@@ -148,6 +160,7 @@ impl Log {
             status: e.status,
             fault: e.fault,
             created: e.created,
+            auth: e.auth,
             unix_ms,
             elapsed_ms: self.started.elapsed().as_millis() as u64,
         });
@@ -165,6 +178,7 @@ impl Log {
     pub fn stats(&self) -> Stats {
         Stats {
             requests: self.records.len() as u64,
+            unauthorized: self.unauthorized,
             statuses: self.statuses.clone(),
             faults: self.faults.clone(),
             objects_created: self.created,

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
-use axum::routing::{any, get, post};
+use axum::routing::{any, get, post, put};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
@@ -44,6 +44,7 @@ fn router(shared: Shared) -> Router {
         .route("/_kiln/keys", get(control::keys))
         .route("/_kiln/faults", post(control::push_faults))
         .route("/_kiln/rates", get(control::rates).put(control::set_rates))
+        .route("/_kiln/token", put(control::set_token))
         .route("/{collection}", any(cloud::collection))
         .route("/{collection}/{id}", any(cloud::item))
         .with_state(shared)

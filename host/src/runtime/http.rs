@@ -69,8 +69,19 @@ impl HostState {
 
         let method_v = reqwest::Method::from_bytes(method.as_bytes()).expect("checked above");
         let mut builder = plugin.http.request(method_v, url.clone()).timeout(timeout);
+        let credential = plugin.credentials.as_ref().map(|c| c.header());
         for h in &req.headers {
+            // The host's credential wins over a header of the same name from the plugin.
+            if credential
+                .as_ref()
+                .is_some_and(|(name, _)| name.as_str().eq_ignore_ascii_case(&h.name))
+            {
+                continue;
+            }
             builder = builder.header(h.name.as_str(), h.value.as_str());
+        }
+        if let Some((name, value)) = credential {
+            builder = builder.header(name, value);
         }
         if let Some(body) = req.body {
             builder = builder.body(body);

@@ -20,6 +20,7 @@ use super::outcome::{CheckReport, Outcome, OutputCheck, UpdateOutcome};
 use super::{CacheOutcome, CallContext, Current, PluginError, PluginInfo, RuntimeInner};
 use crate::allow_list::AllowList;
 use crate::config::Limits;
+use crate::credentials::Credentials;
 
 /// Where a plugin's wasm comes from.
 #[derive(Debug, Clone)]
@@ -39,6 +40,8 @@ pub struct PluginSpec {
     pub source: Source,
     pub limits: Limits,
     pub allow_http: AllowList,
+    /// Added as a header to every HTTP request the plugin sends.
+    pub credentials: Option<Arc<Credentials>>,
 }
 
 /// Which world a plugin implements.
@@ -64,6 +67,7 @@ pub(crate) struct PluginShared {
     pub(crate) limits: Limits,
     pub(crate) allow_http: AllowList,
     pub(crate) http: reqwest::Client,
+    pub(crate) credentials: Option<Arc<Credentials>>,
 }
 
 enum Pre {
@@ -154,6 +158,7 @@ pub(crate) async fn load(
         limits: spec.limits,
         allow_http: spec.allow_http,
         http: runtime.http.clone(),
+        credentials: spec.credentials,
     });
     let mut loaded = Plugin {
         shared,
@@ -327,6 +332,11 @@ fn new_store(plugin: &Plugin, label: CallLabel, limit: Duration) -> Store<HostSt
 impl Plugin {
     pub fn name(&self) -> &str {
         &self.shared.name
+    }
+
+    /// The secret the host adds to this plugin's HTTP requests, if configured.
+    pub fn credentials(&self) -> Option<&Credentials> {
+        self.shared.credentials.as_deref()
     }
 
     /// The file or bundle the plugin came from.

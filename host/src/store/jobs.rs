@@ -269,6 +269,45 @@ impl Store {
         Ok(())
     }
 
+    /// Records an event about a job this engine still holds (for example a credentials refresh
+    /// between two calls); like every other write of a job, it is fenced by the job's token.
+    pub async fn job_event(
+        &self,
+        job: &Claimed,
+        engine: &str,
+        status: &str,
+        reason: &str,
+    ) -> Result<()> {
+        let mut tx = self.begin().await?;
+        // A no-op UPDATE rather than a SELECT: it locks the row until the event commits.
+        let held = sqlx::query(
+            "UPDATE jobs SET token = token WHERE id = $1 AND token = $2 AND lease_owner = $3",
+        )
+        .bind(job.id)
+        .bind(job.token)
+        .bind(engine)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if held != 1 {
+            return Err(StoreError::Fenced(job.id));
+        }
+        let action = action_of(&job.operation);
+        self.event(
+            &mut tx,
+            &job.stack_id,
+            Some(&job.resource),
+            action,
+            status,
+            reason,
+            None,
+            engine,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Removes a job that belongs to a traversal no longer running (superseded or ended).
     pub async fn drop_job(&self, job: &Claimed, engine: &str) -> Result<()> {
         sqlx::query("DELETE FROM jobs WHERE id = $1 AND token = $2 AND lease_owner = $3")
@@ -353,7 +392,8 @@ impl Store {
             let q = format!(
                 "INSERT INTO jobs (stack_id, resource, traversal, operation, due_at, created_at)
                  SELECT $1, $2, $3, $4, NOW_MS, NOW_MS
-                 WHERE EXISTS (SELECT 1 FROM stacks WHERE id = $1 AND traversal = $3 AND status = 'IN_PROGRESS')
+                 WHERE EXISTS (SELECT 1 FROM stacks WHERE id = $1 AND traversal = $3 AND status = 'IN_PROGRESS'
+                               AND cancel_requested_at IS NULL)
                    AND NOT EXISTS (SELECT 1 FROM resources WHERE stack_id = $1 AND traversal = $3 AND status = 'FAILED')
                    AND NOT EXISTS (SELECT 1 FROM resources WHERE stack_id = $1 AND name = $2 AND traversal = $3)
                    {prerequisites}
@@ -370,7 +410,37 @@ impl Store {
             }
             made += query.execute(&self.pool).await?.rows_affected();
         }
+        if made > 0 {
+            self.notify_jobs().await?;
+        }
         Ok(made)
+    }
+
+    /// Wakes the engines waiting for work (PostgreSQL `NOTIFY`; SQLite engines poll).
+    pub async fn notify_jobs(&self) -> Result<()> {
+        if self.dialect == Dialect::Postgres {
+            sqlx::query("SELECT pg_notify('kiln_jobs', '')") // see wakeups.rs
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Hands back every job `engine` holds (a shutdown past its grace period): free for any
+    /// engine at once, with a new token so that a call still running here cannot write.
+    pub async fn release_jobs(&self, engine: &str) -> Result<u64> {
+        let n = sqlx::query(
+            "UPDATE jobs SET lease_owner = NULL, lease_expires_at = NULL, token = token + 1
+             WHERE lease_owner = $1",
+        )
+        .bind(engine)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if n > 0 {
+            self.notify_jobs().await?;
+        }
+        Ok(n)
     }
 
     /// Ends the traversal if nothing is left to do: no job remains and either a resource failed
@@ -394,6 +464,19 @@ impl Store {
         }
         let action = action_of(operation);
         let mut tx = self.begin().await?;
+        let (cancelled,): (Option<i64>,) =
+            sqlx::query_as("SELECT cancel_requested_at FROM stacks WHERE id = $1")
+                .bind(stack_id)
+                .fetch_one(&mut *tx)
+                .await?;
+        if cancelled.is_some() {
+            let reason = format!("Stack {action} cancelled");
+            let ended = self
+                .end_traversal(&mut tx, stack_id, traversal, action, false, &reason, engine)
+                .await?;
+            tx.commit().await?;
+            return Ok(ended);
+        }
         let (failed,): (i64,) =
             sqlx::query_as("SELECT COUNT(*) FROM resources WHERE stack_id = $1 AND traversal = $2 AND status = 'FAILED'")
                 .bind(stack_id)

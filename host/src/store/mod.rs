@@ -4,7 +4,10 @@
 
 mod engines;
 mod jobs;
+mod leader;
+mod maintenance;
 mod stacks;
+mod wakeups;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -12,9 +15,11 @@ use std::str::FromStr;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, AssertSqlSafe, ConnectOptions, Connection, Executor};
 
-pub use engines::EngineRow;
+pub use engines::{EngineRow, EngineStatus};
 pub use jobs::{Candidate, Claim, Claimed, ResourceUpdate, action_of};
+pub use leader::LeaderTerm;
 pub use stacks::{EventRow, NewResource, NewStack, ResourceRow, StackRow, format_ms};
+pub use wakeups::Wakeups;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
@@ -28,12 +33,16 @@ pub enum StoreError {
     StackNotFound(String),
     #[error("a stack named '{0}' already exists")]
     StackExists(String),
-    #[error("stack '{stack}' has an action in progress: {action} since {since}")]
+    #[error("stack '{stack}' has an action in progress: {action} since {since}, held by {holder}")]
     ActionInProgress {
         stack: String,
         action: String,
         since: String,
+        holder: String,
     },
+    /// `cancel` of a stack with no action in progress.
+    #[error("stack '{0}' has no action in progress to cancel")]
+    NothingToCancel(String),
     /// This engine no longer holds the job: another engine took it over, or it was cancelled.
     #[error("lost the lease on job {0}: another engine took it over")]
     Fenced(i64),
@@ -60,6 +69,8 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 pub struct Store {
     pool: AnyPool,
     dialect: Dialect,
+    /// Kept to open the PostgreSQL listener for wake-ups.
+    url: String,
 }
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -138,7 +149,7 @@ impl Store {
                 other => StoreError::Migrate(other),
             });
         }
-        Ok(Self { pool, dialect })
+        Ok(Self { pool, dialect, url })
     }
 
     pub fn dialect(&self) -> Dialect {

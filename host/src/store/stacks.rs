@@ -17,6 +17,9 @@ pub struct StackRow {
     pub traversal: i64,
     pub created_at: i64,
     pub updated_at: i64,
+    /// Set while a cancel of the current action is under way.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cancel_requested_at: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -66,8 +69,7 @@ pub struct NewStack {
 }
 
 /// The stack's header: everything but the (large) template, which `stack_template` reads.
-const STACK_COLUMNS: &str =
-    "id, name, action, status, status_reason, traversal, created_at, updated_at";
+const STACK_COLUMNS: &str = "id, name, action, status, status_reason, traversal, created_at, updated_at, cancel_requested_at";
 
 fn stack_row(r: &AnyRow) -> Result<StackRow> {
     Ok(StackRow {
@@ -79,6 +81,7 @@ fn stack_row(r: &AnyRow) -> Result<StackRow> {
         traversal: r.try_get(5)?,
         created_at: r.try_get(6)?,
         updated_at: r.try_get(7)?,
+        cancel_requested_at: r.try_get(8)?,
     })
 }
 
@@ -158,6 +161,7 @@ impl Store {
         .await?;
         let row = self.stack_in(&mut tx, &new.id).await?;
         tx.commit().await?;
+        self.notify_jobs().await?;
         Ok(row)
     }
 
@@ -172,7 +176,7 @@ impl Store {
         self.lock(&mut tx, stack_id, "DELETE", engine).await?;
         let (traversal,): (i64,) = sqlx::query_as(self.sql(
             "UPDATE stacks SET action = 'DELETE', status = 'IN_PROGRESS', status_reason = '', traversal = traversal + 1,
-                    updated_at = NOW_MS
+                    cancel_requested_at = NULL, updated_at = NOW_MS
              WHERE id = $1 RETURNING traversal",
         ))
         .bind(stack_id)
@@ -205,7 +209,87 @@ impl Store {
         }
         let row = self.stack_in(&mut tx, stack_id).await?;
         tx.commit().await?;
+        self.notify_jobs().await?;
         Ok(row)
+    }
+
+    /// Cancels the action in progress, cooperatively, whichever engines work on it: no job of
+    /// it starts any more (jobs not yet started, or waiting to retry, are dropped and engines
+    /// check before each step); calls already running finish and are recorded, and so do
+    /// long operations being polled (the cloud is already doing them). The action then ends
+    /// FAILED, "cancelled". It needs no lock, so it always gets through.
+    pub async fn cancel(&self, stack_id: &str, engine: &str) -> Result<StackRow> {
+        let mut tx = self.begin().await?;
+        let marked: Option<(i64, String)> = sqlx::query_as(self.sql(
+            "UPDATE stacks SET cancel_requested_at = NOW_MS, updated_at = NOW_MS
+             WHERE id = $1 AND status = 'IN_PROGRESS' AND cancel_requested_at IS NULL
+             RETURNING traversal, action",
+        ))
+        .bind(stack_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((traversal, action)) = marked else {
+            let row = self.stack_in(&mut tx, stack_id).await?;
+            tx.commit().await?;
+            return match row.status.as_str() {
+                // Already cancelling: asking again is not an error.
+                "IN_PROGRESS" => Ok(row),
+                _ => Err(StoreError::NothingToCancel(row.name)),
+            };
+        };
+        let dropped: Vec<(String, i64)> = sqlx::query_as(
+            "DELETE FROM jobs WHERE stack_id = $1 AND traversal = $2
+               AND lease_owner IS NULL AND pending_state IS NULL
+             RETURNING resource, attempt",
+        )
+        .bind(stack_id)
+        .bind(traversal)
+        .fetch_all(&mut *tx)
+        .await?;
+        for (resource, attempt) in dropped.iter().filter(|(_, a)| *a > 1) {
+            // Waiting for a retry: its last attempt failed, and now it will not run again.
+            let reason = format!("cancelled while waiting to retry (attempt {attempt})");
+            sqlx::query(self.sql(
+                "UPDATE resources SET status = 'FAILED', status_reason = $3, updated_at = NOW_MS
+                 WHERE stack_id = $1 AND name = $2",
+            ))
+            .bind(stack_id)
+            .bind(resource)
+            .bind(&reason)
+            .execute(&mut *tx)
+            .await?;
+            self.event(
+                &mut tx,
+                stack_id,
+                Some(resource),
+                &action,
+                "FAILED",
+                &reason,
+                None,
+                engine,
+            )
+            .await?;
+        }
+        let reason = format!(
+            "Stack {action} cancel requested: {} jobs not started were dropped; running ones finish",
+            dropped.len()
+        );
+        self.event(
+            &mut tx,
+            stack_id,
+            None,
+            &action,
+            "IN_PROGRESS",
+            &reason,
+            None,
+            engine,
+        )
+        .await?;
+        tx.commit().await?;
+        let operation = action.to_ascii_lowercase();
+        self.try_finish_traversal(stack_id, traversal, &operation, engine)
+            .await?;
+        self.find_stack(stack_id).await
     }
 
     /// Takes the stack lock, or reports who holds it.
@@ -229,8 +313,8 @@ impl Store {
         if taken == 1 {
             return Ok(());
         }
-        let (held, since, name): (String, i64, String) = sqlx::query_as(
-            "SELECT l.action, l.acquired_at, s.name FROM stack_locks l JOIN stacks s ON s.id = l.stack_id WHERE l.stack_id = $1",
+        let (held, since, name, holder): (String, i64, String, String) = sqlx::query_as(
+            "SELECT l.action, l.acquired_at, s.name, l.holder FROM stack_locks l JOIN stacks s ON s.id = l.stack_id WHERE l.stack_id = $1",
         )
         .bind(stack_id)
         .fetch_one(&mut **tx)
@@ -239,6 +323,7 @@ impl Store {
             stack: name,
             action: held,
             since: format_ms(since),
+            holder,
         })
     }
 

@@ -1,0 +1,113 @@
+//! `kiln engine` (run the workers), `kiln serve` (the single-host default: for now the same;
+//! the API joins it) and `kiln engine list` (every engine sharing the database, judged on the
+//! database's clock).
+
+use clap::{Args, Subcommand};
+use tokio::sync::watch;
+
+use super::stack::{engine, open, store_failure};
+use super::table::render;
+use super::{Failure, Format};
+use crate::config::Config;
+
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct EngineArgs {
+    #[command(subcommand)]
+    command: Option<EngineCommand>,
+}
+
+#[derive(Subcommand)]
+enum EngineCommand {
+    /// Every engine registered in the database: up, draining, stopped or dead (no heartbeat
+    /// within its lease), with its jobs in flight, the stack locks it holds and who leads.
+    List {
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+}
+
+pub async fn run(args: EngineArgs, config: &Config) -> Result<(), Failure> {
+    match args.command {
+        None => serve(config).await,
+        Some(EngineCommand::List { format }) => list(config, format).await,
+    }
+}
+
+/// Works through every stack's jobs until SIGINT/SIGTERM, then drains gracefully.
+pub async fn serve(config: &Config) -> Result<(), Failure> {
+    let engine = engine(config).await?;
+    let (stop_tx, stop) = watch::channel(false);
+    eprintln!(
+        "engine {} working on {} (SIGTERM or Ctrl-C drains and stops)",
+        engine.id(),
+        config.database.url()
+    );
+    let running = tokio::spawn({
+        let engine = engine.clone();
+        async move { engine.run(stop).await }
+    });
+    shutdown_signal().await;
+    eprintln!(
+        "engine {} draining (up to {} ms for running calls)",
+        engine.id(),
+        config.engine.grace_ms
+    );
+    let _ = stop_tx.send(true);
+    let _ = running.await;
+    eprintln!("engine {} stopped", engine.id());
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+async fn list(config: &Config, format: Format) -> Result<(), Failure> {
+    let store = open(config).await?;
+    let engines = store.engine_list().await.map_err(store_failure)?;
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&engines).unwrap()),
+        Format::Table => {
+            let rows: Vec<Vec<String>> = engines
+                .iter()
+                .map(|e| {
+                    vec![
+                        e.id.clone(),
+                        e.host.clone(),
+                        e.pid.to_string(),
+                        e.status.clone(),
+                        format!("{:.1} s ago", e.heartbeat_age_ms as f64 / 1000.0),
+                        e.jobs_in_flight.to_string(),
+                        e.locks_held.to_string(),
+                        if e.leader { "yes" } else { "" }.into(),
+                        e.version.clone(),
+                    ]
+                })
+                .collect();
+            print!(
+                "{}",
+                render(
+                    &[
+                        "ID",
+                        "HOST",
+                        "PID",
+                        "STATUS",
+                        "HEARTBEAT",
+                        "JOBS",
+                        "LOCKS",
+                        "LEADER",
+                        "VERSION"
+                    ],
+                    &rows
+                )
+            );
+        }
+    }
+    Ok(())
+}
