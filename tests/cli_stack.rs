@@ -3,6 +3,7 @@
 
 mod support;
 
+use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -189,10 +190,23 @@ fn no_wait_then_a_separate_engine_process_does_the_work() {
 
     let mut engine = k
         .command(&["engine"])
+        .env("KILN_ENGINE__METRICS_LISTEN", "127.0.0.1:0")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // The engine says where its metrics are; read its stderr on a thread from then on.
+    let mut lines = std::io::BufReader::new(engine.stderr.take().unwrap()).lines();
+    let metrics_url = loop {
+        let line = lines
+            .next()
+            .expect("the engine printed its metrics address")
+            .unwrap();
+        if let Some(rest) = line.strip_prefix("metrics on ") {
+            break rest.to_string();
+        }
+    };
+    std::thread::spawn(move || lines.for_each(drop));
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let show = k.json(&["stack", "show", "bg", "--format", "json"]);
@@ -207,6 +221,26 @@ fn no_wait_then_a_separate_engine_process_does_the_work() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    // It is the only engine, so it leads; `engine list` and its metrics say so.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let list = k.json(&["engine", "list", "--format", "json"]);
+        let me = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["pid"] == engine.id())
+            .cloned()
+            .expect("the engine is listed");
+        assert_eq!(me["status"], "up", "{me}");
+        if me["leader"] == true {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the only engine never led: {me}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let metrics = http_get(&metrics_url);
+    assert!(metrics.contains("kiln_leader_changes_total 1"), "{metrics}");
     // SIGTERM stops the engine cleanly.
     let pid = engine.id() as i32;
     // SAFETY: sends a signal to the child this test started.
@@ -226,6 +260,20 @@ fn no_wait_then_a_separate_engine_process_does_the_work() {
         .find(|e| e.pid == i64::from(pid))
         .expect("the engine process registered");
     assert!(me.stopped_at.is_some(), "{me:?}");
+    let list = k.json(&["engine", "list", "--format", "json"]);
+    assert!(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["pid"] == pid && e["status"] == "stopped" && e["leader"] == false),
+        "{list}"
+    );
+}
+
+/// A GET on a fresh runtime (these tests are synchronous).
+fn http_get(url: &str) -> String {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async { reqwest::get(url).await.unwrap().text().await.unwrap() })
 }
 
 #[test]

@@ -208,10 +208,19 @@ async fn locks_of_dead_holders_are_taken_over_and_engines_show_their_state() {
         assert_eq!(status("gone"), ("stopped".into(), false));
         assert_eq!(status("leader"), ("up".into(), true));
 
-        // The submitter is gone and the lock is older than the lease: the leader takes it.
+        // A holder that never ran as an engine only submitted the action: nothing to take.
+        assert!(
+            store
+                .take_over_locks("leader", term)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        // The holder ran as an engine and stopped heartbeating: the leader takes the lock.
+        store.register_engine(e.id(), "h", 5, 200).await.unwrap();
         wait_for("the lock to be taken over", || async {
             !store
-                .take_over_locks("leader", term, 200)
+                .take_over_locks("leader", term)
                 .await
                 .unwrap()
                 .is_empty()

@@ -27,6 +27,11 @@ component = "fixed-interval"
 params = { interval_ms = 0, max_attempts = 3 }
 [[retry.rules]]
 policy = "now"
+# The budget would (rightly) space 1,000 simultaneous retries at its refill rate; here it must
+# not, so that only the work of a retry is measured.
+[retry.budget]
+capacity = 1e9
+refill_per_second = 1e9
 "#;
 
 fn template(n: usize, fail_attempts: u32) -> String {

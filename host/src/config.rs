@@ -141,6 +141,9 @@ pub struct EngineConfig {
     pub grace_ms: u64,
     /// How long the leader keeps deleted stacks' events and stopped or dead engines' rows.
     pub retention_days: u64,
+    /// Where `kiln engine` serves `GET /metrics` (Prometheus text), e.g. `127.0.0.1:9464`;
+    /// none by default. Port 0 picks a free port (the address is printed at start).
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl Default for EngineConfig {
@@ -154,6 +157,7 @@ impl Default for EngineConfig {
             maintenance_interval_ms: 2_000,
             grace_ms: 30_000,
             retention_days: 7,
+            metrics_listen: None,
         }
     }
 }

@@ -130,3 +130,19 @@ pub fn sample(rendered: &str, series: &str) -> Option<f64> {
         (name == series).then(|| value.parse().ok()).flatten()
     })
 }
+
+/// `GET /metrics`, for an engine's own listener (`engine.metrics_listen`) and for the API.
+pub fn router() -> axum::Router {
+    axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(|| async {
+            (
+                [(
+                    axum::http::header::CONTENT_TYPE,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                )],
+                render(),
+            )
+        }),
+    )
+}

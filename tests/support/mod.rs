@@ -4,6 +4,7 @@
 
 pub mod cloud;
 pub mod db;
+pub mod procs;
 pub mod stacks;
 
 use std::path::{Path, PathBuf};

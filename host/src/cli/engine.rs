@@ -7,7 +7,7 @@ use tokio::sync::watch;
 
 use super::stack::{engine, open, store_failure};
 use super::table::render;
-use super::{Failure, Format};
+use super::{Failure, Format, exit};
 use crate::config::Config;
 
 #[derive(Args)]
@@ -43,6 +43,24 @@ pub async fn serve(config: &Config) -> Result<(), Failure> {
         engine.id(),
         config.database.url()
     );
+    let metrics = match config.engine.metrics_listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+                Failure::new(
+                    exit::BAD_INPUT,
+                    format!("engine.metrics_listen: cannot listen on {addr}: {e}"),
+                )
+            })?;
+            let bound = listener
+                .local_addr()
+                .map_err(|e| Failure::new(exit::FAILED, e))?;
+            eprintln!("metrics on http://{bound}/metrics");
+            Some(tokio::spawn(async move {
+                let _ = axum::serve(listener, crate::metrics::router()).await;
+            }))
+        }
+        None => None,
+    };
     let running = tokio::spawn({
         let engine = engine.clone();
         async move { engine.run(stop).await }
@@ -55,6 +73,9 @@ pub async fn serve(config: &Config) -> Result<(), Failure> {
     );
     let _ = stop_tx.send(true);
     let _ = running.await;
+    if let Some(m) = metrics {
+        m.abort();
+    }
     eprintln!("engine {} stopped", engine.id());
     Ok(())
 }

@@ -3,6 +3,7 @@
 //! stalled (an engine died between finishing a job and scheduling what followed) and, less
 //! often, prunes old rows. The store fences each of these by the leader's term.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::Engine;
@@ -13,13 +14,20 @@ use crate::store::StoreError;
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 impl Engine {
-    /// Runs until the task is aborted; resigning is the caller's job (on shutdown).
+    /// Runs until the task is aborted; resigning is the caller's job (on shutdown). The lease
+    /// is renewed on its own schedule, apart from the work, so that a slow maintenance
+    /// statement never costs the term.
     pub(super) async fn maintain(&self) {
+        let term = AtomicI64::new(0);
+        tokio::join!(self.hold_lease(&term), self.work_as_leader(&term));
+    }
+
+    /// Takes or renews the leader lease every heartbeat; `term` is 0 while another leads.
+    async fn hold_lease(&self, term: &AtomicI64) {
         let c = &self.inner.config;
-        let mut tick = tokio::time::interval(Duration::from_millis(c.maintenance_interval_ms));
+        let beat = Duration::from_millis(c.heartbeat_ms.min(c.lease_ms / 3).max(1));
+        let mut tick = tokio::time::interval(beat);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut term = None;
-        let mut pruned_at: Option<Instant> = None;
         loop {
             tick.tick().await;
             let led = match self
@@ -28,24 +36,38 @@ impl Engine {
                 .lead(&self.inner.id, c.lease_ms as i64)
                 .await
             {
-                Ok(t) => t.map(|t| t.term),
+                Ok(t) => t.map_or(0, |t| t.term),
                 Err(e) => {
                     tracing::warn!("renewing the leader lease failed: {e}");
-                    None
+                    0
                 }
             };
-            if led != term {
-                match led {
-                    Some(t) => {
-                        tracing::info!(term = t, "this engine leads (maintenance runs here)");
-                        metrics().leader_changes.inc();
-                    }
-                    None => tracing::info!("this engine no longer leads"),
+            let was = term.swap(led, Ordering::AcqRel);
+            if led != was {
+                if led > 0 {
+                    tracing::info!(term = led, "this engine leads (maintenance runs here)");
+                    metrics().leader_changes.inc();
+                } else {
+                    tracing::info!("this engine no longer leads");
                 }
-                term = led;
             }
-            let Some(term) = term else { continue };
-            if let Err(e) = self.maintenance_round(term, &mut pruned_at).await {
+        }
+    }
+
+    /// Every `maintenance_interval_ms`, while this engine leads, one round of maintenance
+    /// (each statement fenced by the term in the store).
+    async fn work_as_leader(&self, term: &AtomicI64) {
+        let c = &self.inner.config;
+        let mut tick = tokio::time::interval(Duration::from_millis(c.maintenance_interval_ms));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut pruned_at: Option<Instant> = None;
+        loop {
+            tick.tick().await;
+            let t = term.load(Ordering::Acquire);
+            if t == 0 {
+                continue;
+            }
+            if let Err(e) = self.maintenance_round(t, &mut pruned_at).await {
                 tracing::warn!("maintenance failed: {e}");
             }
         }
@@ -57,12 +79,11 @@ impl Engine {
         pruned_at: &mut Option<Instant>,
     ) -> Result<(), StoreError> {
         let (store, id) = (&self.inner.store, self.inner.id.as_str());
-        let lease = self.inner.config.lease_ms as i64;
         for (stack, resource, owner) in store.rescue_jobs(id, term).await? {
             tracing::info!(%stack, %resource, "rescued a job of engine {owner}, whose lease expired");
             metrics().jobs_rescued.inc();
         }
-        for (stack, action, holder) in store.take_over_locks(id, term, lease).await? {
+        for (stack, action, holder) in store.take_over_locks(id, term).await? {
             tracing::info!(%stack, %action, "took over the stack lock of {holder}");
             metrics().lock_takeovers.inc();
         }
@@ -110,8 +131,10 @@ impl Engine {
                 Ok(None) => return,
                 Ok(Some(mut wakeups)) => {
                     backoff = Duration::from_millis(500);
+                    // One worker per signal; a worker that gets a job wakes the next (see
+                    // `work`), so a burst of jobs fans out without a thundering herd.
                     while wakeups.next().await.is_ok() {
-                        self.inner.wake.notify_waiters();
+                        self.inner.wake.notify_one();
                     }
                     tracing::warn!("lost the job notification channel; polling until it is back");
                 }

@@ -272,6 +272,8 @@ impl Engine {
             }
             match claimed {
                 Ok(Claim::Job(job)) => {
+                    // There may be more: let an idle worker look while this one works.
+                    self.inner.wake.notify_one();
                     let stack = job.stack_id.clone();
                     let woke = self.process(job).await;
                     if self.release_slot(&stack) || woke {

@@ -19,15 +19,19 @@ impl Store {
         let mut tx = self.begin().await?;
         // Who held each job is part of the event: read the owners, then free each job only if
         // it is still theirs and still expired.
-        let owners: Vec<(i64, String, String, String, String)> = sqlx::query_as(
-            self.sql_owned(
+        // Rows locked by someone else are left for the next round: a busy (or paused) session
+        // must not stall maintenance.
+        let skip_locked = match self.dialect {
+            super::Dialect::Postgres => "FOR UPDATE SKIP LOCKED",
+            super::Dialect::Sqlite => "",
+        };
+        let owners: Vec<(i64, String, String, String, String)> =
+            sqlx::query_as(self.sql_owned(format!(
                 "SELECT id, stack_id, resource, operation, lease_owner FROM jobs
-             WHERE lease_owner IS NOT NULL AND lease_expires_at < NOW_MS"
-                    .to_string(),
-            ),
-        )
-        .fetch_all(&mut *tx)
-        .await?;
+                 WHERE lease_owner IS NOT NULL AND lease_expires_at < NOW_MS {skip_locked}"
+            )))
+            .fetch_all(&mut *tx)
+            .await?;
         let mut rescued = Vec::new();
         for (id, stack_id, resource, operation, owner) in owners {
             let n = sqlx::query(self.sql_owned(format!(
@@ -64,27 +68,23 @@ impl Store {
         Ok(rescued)
     }
 
-    /// Takes over the locks of actions whose holder is dead (no heartbeat within its lease) or
-    /// gone (stopped, or never registered and older than `lease_ms`): the leader becomes the
-    /// holder with a new token, and the stack gets an event. The action itself goes on: its
-    /// jobs are in the store for any engine.
+    /// Takes over the locks of actions whose holding engine is dead (no heartbeat within its
+    /// lease) or stopped: the leader becomes the holder with a new token, and the stack gets an
+    /// event. The action itself goes on: its jobs are in the store for any engine.
     pub async fn take_over_locks(
         &self,
         leader: &str,
         term: i64,
-        lease_ms: i64,
     ) -> Result<Vec<(String, String, String)>> {
         let mut tx = self.begin().await?;
+        // Only engines are taken over from: a holder that never registered only submitted the
+        // action (`stack create --no-wait`) and was never going to run it.
         let dead: Vec<(String, String, String)> = sqlx::query_as(self.sql(
             "SELECT l.stack_id, l.action, l.holder FROM stack_locks l
-             LEFT JOIN engines e ON e.id = l.holder
-             WHERE l.holder <> $1 AND (
-                 (e.id IS NULL AND l.acquired_at < NOW_MS - $2)
-                 OR e.stopped_at IS NOT NULL
-                 OR e.heartbeat_at < NOW_MS - e.lease_ms)",
+             JOIN engines e ON e.id = l.holder
+             WHERE l.holder <> $1 AND (e.stopped_at IS NOT NULL OR e.heartbeat_at < NOW_MS - e.lease_ms)",
         ))
         .bind(leader)
-        .bind(lease_ms)
         .fetch_all(&mut *tx)
         .await?;
         let mut taken = Vec::new();

@@ -121,6 +121,15 @@ impl Store {
             .max_connections(if dialect == Dialect::Sqlite { 4 } else { 16 })
             .after_connect(move |conn, _| {
                 Box::pin(async move {
+                    if dialect == Dialect::Postgres {
+                        // Kiln's transactions last milliseconds. A process paused or stuck
+                        // inside one (SIGSTOP, a partition) must not keep its row locks, or it
+                        // would block the very takeover that replaces it: the server ends such
+                        // a session, and nobody waits long on a lock.
+                        conn.execute("SET idle_in_transaction_session_timeout = '5s'")
+                            .await?;
+                        conn.execute("SET lock_timeout = '5s'").await?;
+                    }
                     if dialect == Dialect::Sqlite {
                         // WAL lets readers run beside the writer; the busy timeout makes
                         // concurrent writers (several processes on one file) wait, not fail.

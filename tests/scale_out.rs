@@ -1,0 +1,626 @@
+//! Scale-out (issue 5) with real processes: several `kiln engine` processes on one PostgreSQL
+//! database share one stack's work, finish the work of an engine killed with SIGKILL, refuse the
+//! late writes of one paused with SIGSTOP, never run two actions on one stack nor have two
+//! leaders at once, and restart one by one (SIGTERM) without repeating a call.
+//!
+//! The cloud is kiln's fault server, in this process: its record of every request and of the
+//! objects made per idempotency key is the proof that no object was created twice. Engines'
+//! events (each names the engine that wrote it, at a time on the database's clock) show who did
+//! what. Every wait polls for a state with a generous deadline; no test asserts how fast.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::process::ExitStatusExt;
+use std::time::{Duration, Instant};
+
+use kiln::fault_server::{FaultConfig, FaultServer, FaultServerHandle, Mix};
+use kiln::store::{EventRow, LeaderTerm, StackRow, Store, StoreError};
+use sqlx::Connection;
+use support::db::{TestDb, backends};
+use support::procs::{Cluster, EngineInfo, Settings, wait_for, wait_until};
+
+/// For a whole stack's action, or a takeover (lease expiry, then the rescuer).
+const LONG: Duration = Duration::from_secs(240);
+/// For a process to start, stop or show a state.
+const SHORT: Duration = Duration::from_secs(60);
+
+/// The PostgreSQL test database; `None`, saying so, when there is none (backends() itself
+/// panics under CI=1 when KILN_TEST_DATABASE_URL is missing).
+async fn postgres() -> Option<TestDb> {
+    let db = backends()
+        .await
+        .into_iter()
+        .find(|db| db.name == "postgres");
+    if db.is_none() {
+        println!("SKIPPED: needs PostgreSQL");
+    }
+    db
+}
+
+/// A fault server that injects no faults, only a latency per request: calls that wait on the
+/// network, as a cloud's do, so that many run at once and a signal finds some in flight.
+async fn cloud(latency_ms: u64) -> FaultServerHandle {
+    FaultServer::start(FaultConfig {
+        mix: Mix {
+            latency_ms,
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await
+    .expect("fault server starts")
+}
+
+/// `n` independent `Kiln::HTTP::Resource`s, each creating one object in the collection `url`.
+fn http_stack(n: usize, url: &str) -> String {
+    let mut text = String::from("heat_template_version: 2021-04-16\nresources:\n");
+    for i in 0..n {
+        text += &format!(
+            "  r{i}:\n    type: Kiln::HTTP::Resource\n    properties: {{url: \"{url}\", body: {{n: {i}}}}}\n"
+        );
+    }
+    text
+}
+
+/// `kiln stack create NAME --no-wait`: stores the stack and leaves all work to the engines.
+async fn submit(cluster: &Cluster, name: &str, template: &str) {
+    let path = cluster.write(&format!("{name}.yaml"), template);
+    let out = cluster
+        .kiln(&["stack", "create", name, "-t", &path, "--no-wait"])
+        .await;
+    assert!(
+        out.status.success(),
+        "stack create --no-wait: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+async fn events(store: &Store, name: &str) -> Vec<EventRow> {
+    let row = store.find_stack(name).await.unwrap();
+    store.events(&row.id, 0).await.unwrap()
+}
+
+/// Resource -> the engine that wrote its CREATE COMPLETE event.
+fn completed(events: &[EventRow]) -> BTreeMap<String, String> {
+    events
+        .iter()
+        .filter(|e| e.action == "CREATE" && e.status == "COMPLETE")
+        .filter_map(|e| Some((e.resource.clone()?, e.engine.clone().unwrap_or_default())))
+        .collect()
+}
+
+/// Waits until at least `n` resources of the stack are created (the stack is well under way).
+async fn wait_completed(store: &Store, name: &str, n: usize) {
+    let what = format!("{n} resources of {name} to complete");
+    wait_until(LONG, &what, async || {
+        completed(&events(store, name).await).len() >= n
+    })
+    .await;
+}
+
+/// Waits until the stack's action ends; if it never does, the panic says what is left and, on
+/// PostgreSQL, which sessions hold or wait for locks.
+async fn settle(store: &Store, db_url: &str, name: &str) -> StackRow {
+    let deadline = Instant::now() + LONG;
+    loop {
+        let row = store.find_stack(name).await.unwrap();
+        if row.status != "IN_PROGRESS" {
+            return row;
+        }
+        if Instant::now() >= deadline {
+            let left: Vec<String> = store
+                .resources(&row.id)
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|r| r.status != "COMPLETE")
+                .map(|r| format!("{} {}_{}", r.name, r.action, r.status))
+                .collect();
+            panic!(
+                "stack {name} still IN_PROGRESS after {LONG:?}; not complete: {left:?}\n\
+                 sessions in a transaction or waiting for a lock:\n{}",
+                pg_sessions(db_url).await
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// PostgreSQL sessions of this database that are idle inside a transaction (holding its locks)
+/// or waiting for a lock: what a stuck stack is usually waiting on.
+async fn pg_sessions(db_url: &str) -> String {
+    if !db_url.starts_with("postgres") {
+        return String::new();
+    }
+    sqlx::any::install_default_drivers();
+    let Ok(mut conn) = sqlx::AnyConnection::connect(db_url).await else {
+        return "(cannot connect)".into();
+    };
+    let rows: Vec<(String, String, String, String)> = sqlx::query_as(
+        "SELECT CAST(pid AS TEXT), state || ' ' || COALESCE(wait_event_type, ''),
+                COALESCE(CAST(now() - xact_start AS TEXT), ''), LEFT(query, 160)
+         FROM pg_stat_activity
+         WHERE datname = current_database() AND pid <> pg_backend_pid()
+           AND (state LIKE 'idle in transaction%' OR wait_event_type = 'Lock')",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap_or_default();
+    rows.iter()
+        .map(|(pid, state, age, query)| {
+            let query = query.split_whitespace().collect::<Vec<_>>().join(" ");
+            format!("  pid {pid} {state} for {age}: {query}\n")
+        })
+        .collect()
+}
+
+/// Every create made exactly one object: `n` objects, `n` keys that created one each, none
+/// that created two.
+fn assert_each_object_once(cloud: &FaultServerHandle, n: usize) {
+    let stats = cloud.stats();
+    let keys = cloud.keys();
+    let twice: Vec<_> = keys.iter().filter(|(_, s)| s.created > 1).collect();
+    assert!(
+        twice.is_empty(),
+        "keys that created twice: {twice:?}\n{stats}"
+    );
+    assert_eq!(cloud.object_count(), n, "{stats}");
+    assert_eq!(
+        keys.values().filter(|s| s.created == 1).count(),
+        n,
+        "{stats}"
+    );
+}
+
+/// The engine of `cluster` (still running) with the most jobs in flight, once one has some.
+async fn busiest(cluster: &Cluster) -> (usize, EngineInfo) {
+    wait_for(SHORT, "an engine with jobs in flight", async || {
+        cluster
+            .engine_list()
+            .await
+            .into_iter()
+            .filter(|e| e.status == "up" && e.jobs_in_flight > 0)
+            .filter_map(|e| Some((cluster.index_of(&e.id)?, e)))
+            .max_by_key(|(_, e)| e.jobs_in_flight)
+    })
+    .await
+}
+
+/// The resources `engine` claimed (an IN_PROGRESS event) but did not complete: the work it
+/// held when it was killed or paused.
+fn claimed_not_finished(events: &[EventRow], engine: &str) -> BTreeSet<String> {
+    let by = |status: &str| -> BTreeSet<String> {
+        events
+            .iter()
+            .filter(|e| e.action == "CREATE" && e.status == status)
+            .filter(|e| e.engine.as_deref() == Some(engine))
+            .filter_map(|e| e.resource.clone())
+            .collect()
+    };
+    &by("IN_PROGRESS") - &by("COMPLETE")
+}
+
+/// The work an engine lost was finished by the others: each resource it claimed and did not
+/// complete has a COMPLETE event by another engine.
+fn assert_taken_over(events: &[EventRow], engine: &str) {
+    let lost = claimed_not_finished(events, engine);
+    assert!(
+        !lost.is_empty(),
+        "engine {engine} had jobs in flight, so some resource it claimed was finished by another"
+    );
+    let done = completed(events);
+    for r in &lost {
+        let by = done.get(r).map(String::as_str);
+        assert!(
+            by.is_some_and(|by| by != engine),
+            "{r}, claimed by {engine}, completed by {by:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_engines_share_one_stack() {
+    let Some(db) = postgres().await else { return };
+    let cloud = cloud(50).await;
+    let mut cluster = Cluster::new(&db.url, &Settings::default());
+    // All three are up before the stack exists, so none gets a head start.
+    let started = cluster.start_engines(3).await;
+    let store = Store::open(&db.url).await.unwrap();
+
+    submit(&cluster, "shared", &http_stack(300, &cloud.url("items"))).await;
+    let end = settle(&store, &db.url, "shared").await;
+    assert_eq!(end.status, "COMPLETE", "{}", end.status_reason);
+
+    let done = completed(&events(&store, "shared").await);
+    assert_eq!(done.len(), 300);
+    let mut per_engine: BTreeMap<&str, usize> = BTreeMap::new();
+    for engine in done.values() {
+        *per_engine.entry(engine).or_default() += 1;
+    }
+    eprintln!("resources per engine: {per_engine:?}");
+    for i in started {
+        let id = cluster.engines[i].id.as_str();
+        let n = per_engine.get(id).copied().unwrap_or(0);
+        assert!(
+            n >= 30,
+            "{id} created only {n} of 300 resources: {per_engine:?}"
+        );
+    }
+    assert_each_object_once(&cloud, 300);
+    cluster.shutdown().await;
+    db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_stack_is_taken_over() {
+    // PostgreSQL, and the single-host variant: processes sharing one SQLite file.
+    for db in backends().await {
+        sigkill_mid_stack(&db).await;
+        db.cleanup().await;
+    }
+}
+
+async fn sigkill_mid_stack(db: &TestDb) {
+    eprintln!("backend: {}", db.name);
+    let cloud = cloud(200).await;
+    let mut cluster = Cluster::new(&db.url, &Settings::default());
+    cluster.start_engines(3).await;
+    let store = Store::open(&db.url).await.unwrap();
+
+    submit(&cluster, "killed", &http_stack(300, &cloud.url("items"))).await;
+    wait_completed(&store, "killed", 50).await;
+    let (victim, info) = busiest(&cluster).await;
+    eprintln!(
+        "SIGKILL {} with {} jobs in flight",
+        info.id, info.jobs_in_flight
+    );
+    cluster.engines[victim].kill();
+    let status = cluster.engines[victim].wait_exit(SHORT).await;
+    assert_eq!(status.signal(), Some(libc::SIGKILL));
+
+    let end = settle(&store, &db.url, "killed").await;
+    assert_eq!(end.status, "COMPLETE", "{}", end.status_reason);
+    assert_each_object_once(&cloud, 300);
+    assert_taken_over(&events(&store, "killed").await, &info.id);
+    // The registry tells the truth: dead, holding nothing any more.
+    let dead = cluster.wait_status(victim, "dead", SHORT).await;
+    assert_eq!((dead.jobs_in_flight, dead.locks_held), (0, 0), "{dead:?}");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_engine_cannot_write_after_takeover() {
+    let Some(db) = postgres().await else { return };
+    let cloud = cloud(200).await;
+    let settings = Settings::default();
+    let mut cluster = Cluster::new(&db.url, &settings);
+    cluster.start_engines(3).await;
+    let store = Store::open(&db.url).await.unwrap();
+
+    submit(&cluster, "paused", &http_stack(300, &cloud.url("items"))).await;
+    wait_completed(&store, "paused", 30).await;
+    // Freeze the busiest engine. It may freeze between jobs, or inside a claim that the server
+    // then rolls back; what counts is what it holds once frozen (committed leases), so retry
+    // until it holds something.
+    let (victim, info, held, t_stop) = loop {
+        let (victim, info) = busiest(&cluster).await;
+        cluster.engines[victim].pause();
+        // Statements it had already sent when it froze may still land just after this;
+        // anything later than half a second must come from the process after SIGCONT, long
+        // after its lease (3 s) ran out and others took its jobs over.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let t_stop = store.now_ms().await.unwrap();
+        let held = held_jobs(&db.url, &info.id).await;
+        if !held.is_empty() {
+            eprintln!("SIGSTOP {} holding {held:?}", info.id);
+            break (victim, info, held, t_stop);
+        }
+        cluster.engines[victim].resume();
+    };
+
+    let end = settle(&store, &db.url, "paused").await;
+    assert_eq!(end.status, "COMPLETE", "{}", end.status_reason);
+
+    cluster.engines[victim].resume();
+    wait_for_late_writes(&cluster, victim, &settings).await;
+
+    let events = events(&store, "paused").await;
+    let late: Vec<&EventRow> = events
+        .iter()
+        .filter(|e| e.engine.as_deref() == Some(info.id.as_str()) && e.at > t_stop)
+        .collect();
+    assert!(
+        late.is_empty(),
+        "writes of the paused engine landed: {late:?}"
+    );
+    // Each job it held when it froze was finished by another engine.
+    let done = completed(&events);
+    for r in &held {
+        let by = done.get(r).map(String::as_str);
+        assert!(
+            by.is_some_and(|by| by != info.id),
+            "{r}, held by the paused {}, completed by {by:?}",
+            info.id
+        );
+    }
+    assert_each_object_once(&cloud, 300);
+    cluster.shutdown().await;
+    db.cleanup().await;
+}
+
+/// The resources whose jobs `engine` holds a lease on, as committed in the database.
+async fn held_jobs(db_url: &str, engine: &str) -> BTreeSet<String> {
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(db_url).await.unwrap();
+    let rows: Vec<(String,)> = sqlx::query_as("SELECT resource FROM jobs WHERE lease_owner = $1")
+        .bind(engine)
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    rows.into_iter().map(|(r,)| r).collect()
+}
+
+/// After SIGCONT, gives the resumed engine its chance to write what it was doing: until it logs
+/// that it is dropping a result (its write was refused), or, failing that, until its heartbeat
+/// shows it running again. Then a short window for any other late write to (not) land.
+async fn wait_for_late_writes(cluster: &Cluster, i: usize, settings: &Settings) {
+    let e = &cluster.engines[i];
+    let dropped = tokio::time::timeout(
+        Duration::from_secs(30),
+        wait_until(LONG, "a dropped result", async || {
+            e.log_text().contains("dropping its result")
+        }),
+    )
+    .await
+    .is_ok();
+    if !dropped {
+        eprintln!(
+            "NOTE: {} never logged `dropping its result`; waiting for its heartbeat instead",
+            e.label
+        );
+        let what = format!("{} to heartbeat again after SIGCONT", e.label);
+        wait_until(SHORT, &what, async || {
+            cluster
+                .engine_list()
+                .await
+                .iter()
+                .any(|x| x.id == e.id && x.heartbeat_age_ms < settings.heartbeat_ms as i64 * 2)
+        })
+        .await;
+    }
+    tokio::time::sleep(Duration::from_millis(settings.heartbeat_ms * 4)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_actions_exactly_one_proceeds() {
+    // PostgreSQL, and the single-host variant: processes sharing one SQLite file.
+    for db in backends().await {
+        concurrent_deletes(&db).await;
+        db.cleanup().await;
+    }
+}
+
+/// Two `stack delete --no-wait` processes started together on a COMPLETE stack: one takes the
+/// stack lock, the other is refused with ActionInProgress (exit 4). No engine runs meanwhile,
+/// so the winner's action stays in progress and the loser cannot slip in after it.
+async fn concurrent_deletes(db: &TestDb) {
+    let cloud = cloud(50).await;
+    let mut cluster = Cluster::new(&db.url, &Settings::default());
+    let path = cluster.write("small.yaml", &http_stack(5, &cloud.url("items")));
+    let out = cluster
+        .kiln(&["stack", "create", "contended", "-t", &path])
+        .await;
+    assert!(
+        out.status.success(),
+        "{}: create: {}",
+        db.name,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(cloud.object_count(), 5);
+
+    let delete = ["stack", "delete", "contended", "--no-wait"];
+    let (a, b) = tokio::join!(cluster.kiln(&delete), cluster.kiln(&delete));
+    let mut outcomes: Vec<(Option<i32>, String)> = [a, b]
+        .iter()
+        .map(|o| {
+            (
+                o.status.code(),
+                String::from_utf8_lossy(&o.stderr).into_owned(),
+            )
+        })
+        .collect();
+    outcomes.sort();
+    assert_eq!(
+        (outcomes[0].0, outcomes[1].0),
+        (Some(0), Some(4)),
+        "{}: exactly one proceeds: {outcomes:?}",
+        db.name
+    );
+    let refusal = outcomes[1].1.to_lowercase();
+    assert!(
+        refusal
+            .lines()
+            .any(|l| l.contains("in progress") && l.contains("delete")),
+        "{}: the refusal names the action in progress: {}",
+        db.name,
+        outcomes[1].1
+    );
+
+    // The winner's delete goes on: an engine finishes it, and every object is gone.
+    cluster.start_engine().await;
+    let store = Store::open(&db.url).await.unwrap();
+    let what = format!("{}: the delete to finish", db.name);
+    wait_until(LONG, &what, async || {
+        matches!(
+            store.find_stack("contended").await,
+            Err(StoreError::StackNotFound(_))
+        )
+    })
+    .await;
+    assert_eq!(cloud.object_count(), 0, "{}: {}", db.name, cloud.stats());
+    cluster.shutdown().await;
+}
+
+/// Terms in order never overlap on the database's clock: a term begins when the one before
+/// ended (lease expiry or resignation), never earlier.
+fn assert_one_leader_at_a_time(mut terms: Vec<LeaderTerm>) {
+    terms.sort_by_key(|t| t.term);
+    for w in terms.windows(2) {
+        let (prev, next) = (&w[0], &w[1]);
+        assert!(next.term > prev.term, "terms repeat: {terms:?}");
+        assert!(
+            next.acquired_at >= prev.expires_at,
+            "two leaders at once: term {} ({}) began at {} before term {} ({}) ended at {}\n{terms:?}",
+            next.term,
+            next.holder,
+            next.acquired_at,
+            prev.term,
+            prev.holder,
+            prev.expires_at
+        );
+    }
+}
+
+/// The current leader, once there is one other than the engines in `not`.
+async fn new_leader(store: &Store, not: &[&str]) -> LeaderTerm {
+    let what = format!("a leader other than {not:?}");
+    wait_for(LONG, &what, async || {
+        store
+            .leader()
+            .await
+            .unwrap()
+            .filter(|t| !not.contains(&t.holder.as_str()))
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_failover_never_two_leaders() {
+    let Some(db) = postgres().await else { return };
+    let mut cluster = Cluster::new(&db.url, &Settings::default());
+    cluster.start_engines(3).await;
+    let store = Store::open(&db.url).await.unwrap();
+
+    // SIGKILL the leader: another takes over once its lease has run out, not before.
+    let first = new_leader(&store, &[]).await;
+    let i = cluster
+        .index_of(&first.holder)
+        .expect("a leader we started");
+    cluster.engines[i].kill();
+    cluster.engines[i].wait_exit(SHORT).await;
+    let t_kill = store.now_ms().await.unwrap();
+    let second = new_leader(&store, &[&first.holder]).await;
+    eprintln!(
+        "leader {} killed; {} leads from {} ms after the kill",
+        first.holder,
+        second.holder,
+        second.acquired_at - t_kill
+    );
+    assert_one_leader_at_a_time(store.leader_terms().await.unwrap());
+
+    // SIGTERM the new leader: it resigns (its term ends when it stops, not when its lease would
+    // have run out), and the last engine takes over.
+    let j = cluster
+        .index_of(&second.holder)
+        .expect("a leader we started");
+    cluster.engines[j].terminate();
+    let status = cluster.engines[j].wait_exit(SHORT).await;
+    assert!(status.success(), "{status}");
+    let t_exit = store.now_ms().await.unwrap();
+    let terms = store.leader_terms().await.unwrap();
+    let resigned = terms
+        .iter()
+        .filter(|t| t.holder == second.holder)
+        .max_by_key(|t| t.term)
+        .unwrap();
+    assert!(
+        resigned.expires_at <= t_exit,
+        "the stopped leader's term runs on to {} (now {t_exit}): it did not resign",
+        resigned.expires_at
+    );
+    let third = new_leader(&store, &[&first.holder, &second.holder]).await;
+    assert!(cluster.index_of(&third.holder).is_some(), "{third:?}");
+    assert_one_leader_at_a_time(store.leader_terms().await.unwrap());
+    cluster.shutdown().await;
+    db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_sigterm_restart_loses_no_work() {
+    let Some(db) = postgres().await else { return };
+    let cloud = cloud(100).await;
+    // Two workers each, so that the stack (300 calls of 100 ms) outlasts three restarts.
+    let settings = Settings {
+        workers: 2,
+        ..Settings::default()
+    };
+    let mut cluster = Cluster::new(&db.url, &settings);
+    let originals = cluster.start_engines(3).await;
+    let store = Store::open(&db.url).await.unwrap();
+
+    submit(&cluster, "rolling", &http_stack(300, &cloud.url("items"))).await;
+    wait_completed(&store, "rolling", 10).await;
+    let mut drained_mid_stack = 0;
+    for i in originals {
+        drained_mid_stack += restart(&mut cluster, &store, i).await as usize;
+    }
+    assert_eq!(
+        drained_mid_stack, 3,
+        "every engine was restarted while the stack ran"
+    );
+
+    let end = settle(&store, &db.url, "rolling").await;
+    assert_eq!(end.status, "COMPLETE", "{}", end.status_reason);
+    assert_each_object_once(&cloud, 300);
+    // A graceful drain finishes its calls: no create was ever sent twice.
+    let mut posts: BTreeMap<String, Vec<Option<String>>> = BTreeMap::new();
+    for r in cloud.requests().into_iter().filter(|r| r.method == "POST") {
+        posts
+            .entry(r.idempotency_key.unwrap_or_default())
+            .or_default()
+            .push(r.created);
+    }
+    assert_eq!(posts.len(), 300);
+    let repeated: Vec<_> = posts
+        .iter()
+        .filter(|(_, p)| p.len() != 1 || p[0].is_none())
+        .collect();
+    assert!(
+        repeated.is_empty(),
+        "keys POSTed more than once: {repeated:?}"
+    );
+    cluster.shutdown().await;
+    db.cleanup().await;
+}
+
+/// SIGTERMs engine `i` (once it has work in flight, if the stack still runs), waits for a clean
+/// exit and a "stopped" entry, then starts a replacement and waits until it is up. Returns
+/// whether the stack was still in progress when the signal went out.
+async fn restart(cluster: &mut Cluster, store: &Store, i: usize) -> bool {
+    let id = cluster.engines[i].id.clone();
+    let busy_or_done = format!("{id} to have jobs in flight (or the stack to end)");
+    wait_until(SHORT, &busy_or_done, async || {
+        store.find_stack("rolling").await.unwrap().status != "IN_PROGRESS"
+            || cluster
+                .engine_list()
+                .await
+                .iter()
+                .any(|e| e.id == id && e.jobs_in_flight > 0)
+    })
+    .await;
+    let mid_stack = store.find_stack("rolling").await.unwrap().status == "IN_PROGRESS";
+    let done = completed(&events(store, "rolling").await).len();
+    eprintln!("SIGTERM {id} with {done} of 300 resources created");
+    cluster.engines[i].terminate();
+    let status = cluster.engines[i].wait_exit(SHORT).await;
+    assert!(
+        status.success(),
+        "{id} on SIGTERM: {status}\n{}",
+        cluster.engines[i].log_text()
+    );
+    cluster.wait_status(i, "stopped", SHORT).await;
+    let replacement = cluster.start_engine().await;
+    cluster.wait_status(replacement, "up", SHORT).await;
+    mid_stack
+}
