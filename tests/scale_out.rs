@@ -624,3 +624,64 @@ async fn restart(cluster: &mut Cluster, store: &Store, i: usize) -> bool {
     cluster.wait_status(replacement, "up", SHORT).await;
     mid_stack
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_reaches_every_engine() {
+    let Some(db) = postgres().await else { return };
+    let cloud = cloud(200).await;
+    let mut cluster = Cluster::new(&db.url, &Settings::default());
+    cluster.start_engines(3).await;
+    let store = Store::open(&db.url).await.unwrap();
+
+    submit(&cluster, "stopped", &http_stack(300, &cloud.url("items"))).await;
+    wait_completed(&store, "stopped", 20).await;
+    let out = cluster.kiln(&["stack", "cancel", "stopped"]).await;
+    assert!(
+        out.status.success(),
+        "stack cancel: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let end = settle(&store, &db.url, "stopped").await;
+    assert_eq!(
+        (end.status.as_str(), end.status_reason.as_str()),
+        ("FAILED", "Stack CREATE cancelled")
+    );
+    // Every engine stopped starting work, and what was running finished and was recorded:
+    // nothing is left in progress, and each object in the cloud belongs to a COMPLETE resource.
+    let resources = store.resources(&end.id).await.unwrap();
+    assert!(
+        resources.iter().all(|r| r.status != "IN_PROGRESS"),
+        "{resources:?}"
+    );
+    let created = resources
+        .iter()
+        .filter(|r| r.action == "CREATE" && r.status == "COMPLETE")
+        .count();
+    assert!(created < 300, "the cancel came after the end");
+    assert_eq!(cloud.object_count(), created);
+    let events = events(&store, "stopped").await;
+    let cancel_at = events
+        .iter()
+        .find(|e| e.resource.is_none() && e.reason.contains("cancel requested"))
+        .expect("the cancel is an event")
+        .at;
+    // No engine claimed a new job after the cancel (claims are IN_PROGRESS events).
+    let late: Vec<_> = events
+        .iter()
+        .filter(|e| e.resource.is_some() && e.status == "IN_PROGRESS" && e.at > cancel_at)
+        .collect();
+    assert!(late.is_empty(), "work started after the cancel: {late:?}");
+    // A second cancel is refused clearly (exit 1), and the stack can be deleted.
+    let again = cluster.kiln(&["stack", "cancel", "stopped"]).await;
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("no action in progress"));
+    let out = cluster
+        .kiln(&["stack", "delete", "stopped", "--no-wait"])
+        .await;
+    assert!(out.status.success());
+    let gone = settle(&store, &db.url, &end.id).await;
+    assert_eq!(gone.status, "COMPLETE", "{}", gone.status_reason);
+    assert_eq!(cloud.object_count(), 0);
+    cluster.shutdown().await;
+    db.cleanup().await;
+}
