@@ -685,3 +685,63 @@ async fn cancel_reaches_every_engine() {
     cluster.shutdown().await;
     db.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_waiting_cli_loses_its_lock_not_its_stack() {
+    // `kiln stack create` without --no-wait runs an engine in the user's terminal and holds
+    // the stack lock; the terminal dies (SIGKILL). The leader takes the lock over with a new
+    // token and the other engines finish the stack.
+    let Some(db) = postgres().await else { return };
+    let cloud = cloud(200).await;
+    let mut cluster = Cluster::new(&db.url, &Settings::default());
+    cluster.start_engines(2).await;
+    let store = Store::open(&db.url).await.unwrap();
+    // Big enough to outlast the lease (3 s) plus a maintenance round after the kill.
+    let path = cluster.write("waited.yaml", &http_stack(400, &cloud.url("items")));
+    let mut cli = cluster
+        .command(&["stack", "create", "waited", "-t", &path])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until(LONG, "the CLI to store the stack", async || {
+        store.find_stack("waited").await.is_ok()
+    })
+    .await;
+    wait_completed(&store, "waited", 20).await;
+    // The CLI's engine started the action: it is the lock's holder.
+    let holder = events(&store, "waited")
+        .await
+        .into_iter()
+        .find(|e| e.resource.is_none())
+        .and_then(|e| e.engine)
+        .expect("the stack's first event names its engine");
+    assert!(
+        cluster
+            .engine_list()
+            .await
+            .iter()
+            .any(|e| e.id == holder && e.locks_held == 1),
+        "{holder} holds the lock"
+    );
+    // SAFETY: signals the child this test started.
+    assert_eq!(unsafe { libc::kill(cli.id() as i32, libc::SIGKILL) }, 0);
+    cli.wait().unwrap();
+
+    let end = settle(&store, &db.url, "waited").await;
+    assert_eq!(end.status, "COMPLETE", "{}", end.status_reason);
+    assert_each_object_once(&cloud, 400);
+    let events = events(&store, "waited").await;
+    let taken = events
+        .iter()
+        .find(|e| {
+            e.resource.is_none()
+                && e.reason
+                    .contains(&format!("stack lock taken over from {holder}"))
+        })
+        .unwrap_or_else(|| panic!("no lock takeover event: {events:?}"));
+    assert_ne!(taken.engine.as_deref(), Some(holder.as_str()));
+    cluster.shutdown().await;
+    db.cleanup().await;
+}
