@@ -142,14 +142,20 @@ impl Credentials {
         (self.header.clone(), value)
     }
 
-    /// Reads the secret again after `unauthorized`.
-    pub async fn refresh(&self) -> Result<Refresh, String> {
+    /// Reads the secret again after `unauthorized`, for a call that began while `used` (see
+    /// `generation`) was in use. If another call changed the secret since, that is the change
+    /// this call needs (its request may have carried the old one).
+    pub async fn refresh(&self, used: u64) -> Result<Refresh, String> {
         if matches!(self.source, Source::Fixed(_)) {
             return Ok(Refresh::Unchanged);
         }
         let secret = self.read().await?;
         self.refreshes.fetch_add(1, Ordering::Relaxed);
         let mut current = self.current.write().unwrap();
+        // Checked under the lock that guards changes, so no change slips between the two.
+        if self.generation.load(Ordering::Acquire) != used {
+            return Ok(Refresh::Changed);
+        }
         if *current == secret {
             return Ok(Refresh::Unchanged);
         }
@@ -265,12 +271,16 @@ mod tests {
         let c = config(|c| c.token_file = Some(path.clone()));
         let creds = Credentials::load(&c, "p").await.unwrap();
         assert_eq!(creds.header().1, "Bearer old");
-        assert_eq!(creds.refresh().await.unwrap(), Refresh::Unchanged);
+        assert_eq!(creds.refresh(0).await.unwrap(), Refresh::Unchanged);
         std::fs::write(&path, "new").unwrap();
-        assert_eq!(creds.refresh().await.unwrap(), Refresh::Changed);
+        assert_eq!(creds.refresh(0).await.unwrap(), Refresh::Changed);
         assert_eq!(creds.header().1, "Bearer new");
         assert!(creds.header().1.is_sensitive());
-        assert_eq!(creds.refreshes(), 2);
+        // A call that began before that change is told to try again, though the file now
+        // holds what is already in use.
+        assert_eq!(creds.refresh(0).await.unwrap(), Refresh::Changed);
+        assert_eq!(creds.refresh(1).await.unwrap(), Refresh::Unchanged);
+        assert_eq!(creds.refreshes(), 4);
     }
 
     #[tokio::test]
@@ -289,7 +299,7 @@ mod tests {
     async fn fixed_tokens_do_not_refresh() {
         let c = config(|c| c.token = Some("t".into()));
         let creds = Credentials::load(&c, "p").await.unwrap();
-        assert_eq!(creds.refresh().await.unwrap(), Refresh::Unchanged);
+        assert_eq!(creds.refresh(0).await.unwrap(), Refresh::Unchanged);
         let missing = config(|c| c.token_file = Some("/nonexistent/token".into()));
         let err = Credentials::load(&missing, "p").await.unwrap_err();
         assert!(

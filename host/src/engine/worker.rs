@@ -280,7 +280,7 @@ impl Engine {
         F: Fn() -> Fut,
         Fut: Future<Output = Result<T, CallError>>,
     {
-        let used = plugin.credentials().map(|c| c.generation());
+        let used = plugin.credentials().map_or(0, |c| c.generation());
         let first = call().await;
         let (Err(CallError::Plugin(PluginError::Unauthorized(_), _)), Some(creds)) =
             (&first, plugin.credentials())
@@ -288,10 +288,10 @@ impl Engine {
             return Ok(first);
         };
         // Another call refreshed the secret while this one ran: just use the new one.
-        let refreshed = if used != Some(creds.generation()) {
+        let refreshed = if used != creds.generation() {
             Ok(Refresh::Changed)
         } else {
-            let refreshed = creds.refresh().await;
+            let refreshed = creds.refresh(used).await;
             let outcome = match &refreshed {
                 Ok(Refresh::Changed) => "changed",
                 Ok(Refresh::Unchanged) => "unchanged",
