@@ -954,6 +954,34 @@ fn lines_of(stdout: std::process::ChildStdout) -> mpsc::Receiver<String> {
 }
 
 /// The next line matching `pred`, within a generous deadline.
+/// Starts `kiln fault-server ARGS` in `dir` and waits for its "listening on URL" line:
+/// (the child, its stdout lines, the lines seen so far, the base URL).
+fn start_cli_server(
+    dir: &std::path::Path,
+    args: &[&str],
+) -> (
+    std::process::Child,
+    mpsc::Receiver<String>,
+    Vec<String>,
+    String,
+) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("fault-server")
+        .args(args)
+        .current_dir(dir)
+        .env_remove("KILN_CONFIG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let rx = lines_of(child.stdout.take().unwrap());
+    let mut seen = Vec::new();
+    let line = wait_for_line(&rx, &mut seen, "listening on ");
+    let base = line.rsplit(' ').next().unwrap().to_string();
+    assert!(base.starts_with("http://127.0.0.1:"), "{line}");
+    (child, rx, seen, base)
+}
+
 fn wait_for_line(rx: &mpsc::Receiver<String>, seen: &mut Vec<String>, pred: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -973,9 +1001,9 @@ fn wait_for_line(rx: &mpsc::Receiver<String>, seen: &mut Vec<String>, pred: &str
 #[tokio::test]
 async fn the_command_serves_until_sigterm_and_prints_a_summary() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args([
-            "fault-server",
+    let (mut child, rx, mut seen, base) = start_cli_server(
+        dir.path(),
+        &[
             "--listen",
             "127.0.0.1:0",
             "--rate",
@@ -986,18 +1014,8 @@ async fn the_command_serves_until_sigterm_and_prints_a_summary() {
             "POST",
             "--script",
             "429:3",
-        ])
-        .current_dir(dir.path())
-        .env_remove("KILN_CONFIG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let rx = lines_of(child.stdout.take().unwrap());
-    let mut seen = Vec::new();
-    let line = wait_for_line(&rx, &mut seen, "listening on ");
-    let base = line.rsplit(' ').next().unwrap().to_string();
-    assert!(base.starts_with("http://127.0.0.1:"), "{line}");
+        ],
+    );
     let mix_line = wait_for_line(&rx, &mut seen, "seed");
     assert!(
         mix_line.contains("503=0.5") && mix_line.contains("seed 7"),
@@ -1053,26 +1071,17 @@ async fn the_command_serves_until_sigterm_and_prints_a_summary() {
 #[tokio::test]
 async fn the_command_takes_a_token_and_a_latency() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args([
-            "fault-server",
+    let (mut child, rx, mut seen, base) = start_cli_server(
+        dir.path(),
+        &[
             "--listen",
             "127.0.0.1:0",
             "--token",
             "s3cret",
             "--latency-ms",
             "150",
-        ])
-        .current_dir(dir.path())
-        .env_remove("KILN_CONFIG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let rx = lines_of(child.stdout.take().unwrap());
-    let mut seen = Vec::new();
-    let line = wait_for_line(&rx, &mut seen, "listening on ");
-    let base = line.rsplit(' ').next().unwrap().to_string();
+        ],
+    );
     let mix_line = wait_for_line(&rx, &mut seen, "seed");
     assert!(
         mix_line.contains("latency 150 ms") && mix_line.contains("bearer token required"),
