@@ -48,6 +48,10 @@ pub struct PropertySpec {
     pub required: bool,
     pub default: Option<Value>,
     pub constraints: Vec<Constraint>,
+    /// Whether a change can be applied in place (the plugin's `update`); any other change
+    /// replaces the resource. Absent in stacks stored before it was recorded: false.
+    #[serde(default)]
+    pub update_allowed: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,6 +94,7 @@ impl From<&TypeSchema> for ResourceSchema {
                                 .as_deref()
                                 .and_then(|d| serde_json::from_str(d).ok()),
                             constraints: p.constraints.iter().map(Constraint::from).collect(),
+                            update_allowed: p.update_allowed,
                         },
                     )
                 })
@@ -268,6 +273,7 @@ mod tests {
             required,
             default,
             constraints,
+            update_allowed: false,
         };
         ResourceSchema {
             type_name: "T".into(),
@@ -290,6 +296,13 @@ mod tests {
             ]),
             attributes: vec!["out".into()],
         }
+    }
+
+    #[test]
+    fn stacks_stored_before_update_allowed_still_load() {
+        let old = json!({"type": "string", "required": false, "default": null, "constraints": []});
+        let spec: PropertySpec = serde_json::from_value(old).unwrap();
+        assert!(!spec.update_allowed);
     }
 
     #[test]
