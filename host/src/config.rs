@@ -146,6 +146,14 @@ pub struct EngineConfig {
     pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
+impl EngineConfig {
+    /// How often leases are renewed: `heartbeat_ms`, but never so rarely that a lease could not
+    /// survive one late heartbeat (engines built in code skip the config file's check).
+    pub fn heartbeat(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.heartbeat_ms.min(self.lease_ms / 3).max(1))
+    }
+}
+
 impl Default for EngineConfig {
     fn default() -> Self {
         Self {

@@ -25,8 +25,7 @@ impl Engine {
     /// Takes or renews the leader lease every heartbeat; `term` is 0 while another leads.
     async fn hold_lease(&self, term: &AtomicI64) {
         let c = &self.inner.config;
-        let beat = Duration::from_millis(c.heartbeat_ms.min(c.lease_ms / 3).max(1));
-        let mut tick = tokio::time::interval(beat);
+        let mut tick = tokio::time::interval(c.heartbeat());
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;

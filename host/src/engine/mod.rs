@@ -232,8 +232,7 @@ impl Engine {
     /// Keeps the leases of running jobs (a long create) and this engine's registration alive.
     async fn heartbeat(&self) {
         let c = &self.inner.config;
-        // A lease must survive one late heartbeat, whatever the config says.
-        let beat = Duration::from_millis(c.heartbeat_ms.min(c.lease_ms / 3).max(1));
+        let beat = c.heartbeat();
         let lease = c.lease_ms as i64;
         loop {
             tokio::time::sleep(beat).await;

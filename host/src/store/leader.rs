@@ -19,7 +19,7 @@ pub struct LeaderTerm {
 }
 
 impl Store {
-    /// Takes the lease if it is free or expired, or renews it if `engine` holds it. Returns the
+    /// Takes the lease if it is free (resigned: no holder) or expired, or renews it if `engine` holds it. Returns the
     /// term held, or None when another engine leads.
     pub async fn lead(&self, engine: &str, lease_ms: i64) -> Result<Option<LeaderTerm>> {
         let mut tx = self.begin().await?;
@@ -30,7 +30,7 @@ impl Store {
                  acquired_at = CASE WHEN holder = $1 THEN acquired_at ELSE NOW_MS END,
                  holder = $1,
                  expires_at = NOW_MS + $2
-             WHERE name = 'maintenance' AND (holder = $1 OR expires_at < NOW_MS)
+             WHERE name = 'maintenance' AND (holder = $1 OR holder = '' OR expires_at < NOW_MS)
              RETURNING term, holder, acquired_at, expires_at",
         ))
         .bind(engine)
