@@ -6,20 +6,22 @@ use std::io::{IsTerminal, Write};
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::Subcommand;
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use super::plugin::plugin_set_failure;
 use super::table::render;
-use super::validate::TemplateArgs;
+use super::validate::{TemplateArgs, key_value};
 use super::{Failure, Format, exit};
 use crate::config::Config;
-use crate::engine::{Engine, Sources, StoredResolver};
+use crate::engine::{Engine, PlannedChange, Sources, StoredResolver};
 use crate::registry::PluginSet;
 use crate::retry::RetryPolicies;
 use crate::store::{EventRow, StackRow, Store, StoreError, format_ms};
-use crate::template;
+use crate::template::{self, SourceFile};
 
 #[derive(Subcommand)]
 pub enum StackCommand {
@@ -29,6 +31,41 @@ pub enum StackCommand {
         #[command(flatten)]
         template: TemplateArgs,
         /// Return once the stack is stored; `kiln engine` (or any waiting command) does the work.
+        #[arg(long)]
+        no_wait: bool,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Update a stack to a new template, environments or parameters and wait for it:
+    /// unchanged resources are left alone, the rest are updated in place, replaced (the new
+    /// object first) or created, and removed ones are deleted last. Also how a FAILED stack
+    /// is repaired without redoing what worked.
+    Update {
+        name: String,
+        #[command(flatten)]
+        args: UpdateArgs,
+        /// Show what would change (as `stack preview`) and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        no_wait: bool,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Show what `stack update` would do with these files and parameters, resource by
+    /// resource and why, calling no plugin.
+    Preview {
+        name: String,
+        #[command(flatten)]
+        args: UpdateArgs,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Run a stack's last action again after it failed, keeping what worked: an update (or
+    /// create) converges on the stored template, checking failed resources and creating
+    /// missing ones; a delete deletes what is left.
+    Resume {
+        name: String,
         #[arg(long)]
         no_wait: bool,
         #[arg(long, value_enum, default_value_t)]
@@ -57,6 +94,10 @@ pub enum StackCommand {
     /// A stack's events, oldest first.
     Events {
         name: String,
+        /// Keep printing events as they happen until the current action ends (JSON: one
+        /// event per line).
+        #[arg(long)]
+        follow: bool,
         #[arg(long, value_enum, default_value_t)]
         format: Format,
     },
@@ -66,6 +107,23 @@ pub enum StackCommand {
         #[arg(long, value_enum, default_value_t)]
         format: Format,
     },
+}
+
+/// The new definition of a stack for `stack update` and `stack preview`.
+#[derive(Args)]
+pub struct UpdateArgs {
+    /// The new HOT template. With --existing it may be omitted: the stored one is kept.
+    #[arg(long, short = 't', required_unless_present = "existing")]
+    template: Option<PathBuf>,
+    /// Environment files, in order. With --existing and none given, the stored ones are kept.
+    #[arg(long = "environment", short = 'e')]
+    environments: Vec<PathBuf>,
+    /// A parameter value, KEY=VALUE; repeatable. With --existing it patches the stored values.
+    #[arg(long = "parameter", short = 'P', value_parser = key_value)]
+    parameters: Vec<(String, String)>,
+    /// Start from what the stack was made from (template, environments, parameters).
+    #[arg(long)]
+    existing: bool,
 }
 
 #[derive(Subcommand)]
@@ -129,13 +187,51 @@ pub async fn run_stack(cmd: StackCommand, config: &Config) -> Result<(), Failure
                 .create_stack(&name, &stack, &sources)
                 .await
                 .map_err(store_failure)?;
-            if no_wait {
-                println!("{} {}_{} (id {})", row.name, row.action, row.status, row.id);
+            after_start(&engine, &row, no_wait, format).await
+        }
+        StackCommand::Update {
+            name,
+            args,
+            dry_run,
+            no_wait,
+            format,
+        } => {
+            let engine = engine(config).await?;
+            let row = engine.store().find_stack(&name).await.map_err(store_failure)?;
+            let (stack, sources) = update_sources(&engine, &row, &args).await?;
+            if dry_run {
+                let (row, changes) = engine
+                    .preview(&row.id, &stack)
+                    .await
+                    .map_err(store_failure)?;
+                print_preview(&row, &changes, format);
                 return Ok(());
             }
-            let row = wait(&engine, &row).await?;
-            print_outputs(engine.store(), &row, format).await?;
-            finished(&row)
+            let row = engine
+                .update_stack(&row.id, &stack, &sources)
+                .await
+                .map_err(store_failure)?;
+            after_start(&engine, &row, no_wait, format).await
+        }
+        StackCommand::Preview { name, args, format } => {
+            let engine = engine(config).await?;
+            let row = engine.store().find_stack(&name).await.map_err(store_failure)?;
+            let (stack, _) = update_sources(&engine, &row, &args).await?;
+            let (row, changes) = engine
+                .preview(&row.id, &stack)
+                .await
+                .map_err(store_failure)?;
+            print_preview(&row, &changes, format);
+            Ok(())
+        }
+        StackCommand::Resume {
+            name,
+            no_wait,
+            format,
+        } => {
+            let engine = engine(config).await?;
+            let row = engine.resume_stack(&name).await.map_err(store_failure)?;
+            after_start(&engine, &row, no_wait, format).await
         }
         StackCommand::Delete { name, no_wait } => {
             let engine = engine(config).await?;
@@ -190,9 +286,16 @@ pub async fn run_stack(cmd: StackCommand, config: &Config) -> Result<(), Failure
             Ok(())
         }
         StackCommand::Show { name, format } => show(&open(config).await?, &name, format).await,
-        StackCommand::Events { name, format } => {
+        StackCommand::Events {
+            name,
+            follow,
+            format,
+        } => {
             let store = open(config).await?;
             let row = store.find_stack(&name).await.map_err(store_failure)?;
+            if follow {
+                return follow_events(&store, &row, format).await;
+            }
             let events = store.events(&row.id, 0).await.map_err(store_failure)?;
             match format {
                 Format::Json => println!("{}", serde_json::to_string_pretty(&events).unwrap()),
@@ -302,6 +405,152 @@ fn load_template(
         parameters: args.parameters.clone(),
     };
     Ok((stack, sources))
+}
+
+/// The stack's new definition: the files given, or with `--existing` what it was made from,
+/// with the files and parameters given replacing (parameters: patching) the stored ones.
+async fn update_sources(
+    engine: &Engine,
+    row: &StackRow,
+    args: &UpdateArgs,
+) -> Result<(template::Stack, Sources), Failure> {
+    let read = |p: &PathBuf| {
+        SourceFile::read(p)
+            .map_err(|e| Failure::new(exit::BAD_INPUT, format!("cannot read {}: {e}", p.display())))
+    };
+    let stored = if args.existing {
+        Some(engine.sources(row).await.map_err(store_failure)?)
+    } else {
+        None
+    };
+    let file = match (&args.template, &stored) {
+        (Some(path), _) => read(path)?,
+        (None, Some(s)) => SourceFile {
+            name: s.template.clone(),
+            text: s.template_text.clone(),
+        },
+        (None, None) => unreachable!("clap requires --template without --existing"),
+    };
+    let environments: Vec<SourceFile> = match &stored {
+        Some(s) if args.environments.is_empty() => s
+            .environments
+            .iter()
+            .map(|(name, text)| SourceFile {
+                name: name.clone(),
+                text: text.clone(),
+            })
+            .collect(),
+        _ => args
+            .environments
+            .iter()
+            .map(read)
+            .collect::<Result<_, _>>()?,
+    };
+    let mut parameters = stored.map(|s| s.parameters).unwrap_or_default();
+    for (k, v) in &args.parameters {
+        parameters.retain(|(old, _)| old != k);
+        parameters.push((k.clone(), v.clone()));
+    }
+    let stack = template::validate(&file, &environments, &parameters, engine.plugins())
+        .map_err(|errors| {
+            let mut text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+            let s = if errors.len() == 1 { "" } else { "s" };
+            text.push(format!("{} error{s} in {}", errors.len(), file.name));
+            Failure::new(exit::BAD_INPUT, text.join("\n"))
+        })?;
+    let sources = Sources {
+        template: file.name,
+        template_text: file.text,
+        environments: environments.into_iter().map(|e| (e.name, e.text)).collect(),
+        parameters,
+    };
+    Ok((stack, sources))
+}
+
+/// After an action started: return at once (`--no-wait`), or wait and show the outcome.
+async fn after_start(
+    engine: &Engine,
+    row: &StackRow,
+    no_wait: bool,
+    format: Format,
+) -> Result<(), Failure> {
+    if no_wait {
+        println!("{} {}_{} (id {})", row.name, row.action, row.status, row.id);
+        return Ok(());
+    }
+    let row = if row.status == "IN_PROGRESS" {
+        wait(engine, row).await?
+    } else {
+        row.clone()
+    };
+    print_outputs(engine.store(), &row, format).await?;
+    finished(&row)
+}
+
+/// A preview as a table (with each changed property) or JSON.
+fn print_preview(row: &StackRow, changes: &[PlannedChange], format: Format) {
+    let count = |a: &str| changes.iter().filter(|c| c.action == a).count();
+    let summary = format!(
+        "{} to create, {} to update in place, {} to replace, {} to delete, {} unchanged{}",
+        count("create"),
+        count("update"),
+        count("replace"),
+        count("delete"),
+        count("unchanged"),
+        match count("rejected") {
+            0 => String::new(),
+            n => format!(", {n} rejected (the update would fail)"),
+        }
+    );
+    if let Format::Json = format {
+        let doc = json!({"stack": row.name, "changes": changes, "summary": summary});
+        println!("{}", serde_json::to_string_pretty(&doc).unwrap());
+        return;
+    }
+    let mut rows = Vec::new();
+    for c in changes.iter().filter(|c| c.action != "unchanged") {
+        rows.push(vec![
+            c.action.clone(),
+            c.resource.clone(),
+            c.type_name.clone(),
+            c.reason.clone(),
+        ]);
+        for p in &c.properties {
+            rows.push(vec![
+                String::new(),
+                format!("  .{}", p.name),
+                String::new(),
+                format!("{} -> {}", cell(&p.old), cell(&p.new)),
+            ]);
+        }
+    }
+    if !rows.is_empty() {
+        print!("{}", render(&["ACTION", "RESOURCE", "TYPE", "WHY"], &rows));
+    }
+    println!("Preview of {}: {summary}.", row.name);
+}
+
+/// Prints the stack's events as they happen, until its current action has ended and every
+/// event of it is shown.
+async fn follow_events(store: &Store, row: &StackRow, format: Format) -> Result<(), Failure> {
+    let mut last = 0;
+    loop {
+        // Read the status first: events written before an action ends are then all seen.
+        let current = store.find_stack(&row.id).await.map_err(store_failure)?;
+        let events = store.events(&row.id, last).await.map_err(store_failure)?;
+        for e in &events {
+            last = e.id;
+            match format {
+                Format::Json => println!("{}", serde_json::to_string(e).unwrap()),
+                Format::Table => println!("{}", event_cells(e).join("  ")),
+            }
+        }
+        let _ = std::io::stdout().flush();
+        if current.status != "IN_PROGRESS" {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 /// Runs the engine in this process until the stack's action ends, showing progress: every

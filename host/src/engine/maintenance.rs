@@ -107,13 +107,8 @@ impl Engine {
                 continue;
             }
             let plan = self.plan(&row).await?;
-            let all: Vec<&str> = plan.stack.order.iter().map(String::as_str).collect();
-            let made = self.schedule(&plan, traversal, &operation, &all).await?;
-            if made == 0 {
-                store
-                    .try_finish_traversal(&stack_id, traversal, &operation, &self.inner.id)
-                    .await?;
-            } else {
+            let made = self.advance(&plan, traversal, &operation).await?;
+            if made > 0 {
                 tracing::info!(stack = %row.name, "repaired a stalled traversal: {made} jobs scheduled");
                 self.inner.wake.notify_waiters();
             }

@@ -2,9 +2,12 @@
 //! pool of worker tasks. Everything it needs to resume lives in the store; what it keeps in
 //! memory (parsed templates) is a cache that any other engine can rebuild.
 
+mod change;
 mod maintenance;
 mod plan;
+mod preview;
 mod resolver;
+mod update;
 mod worker;
 
 use std::collections::HashMap;
@@ -16,9 +19,13 @@ use tokio::sync::{Notify, watch};
 use crate::config::EngineConfig;
 use crate::registry::PluginSet;
 use crate::retry::RetryPolicies;
-use crate::store::{Candidate, Claim, NewResource, NewStack, StackRow, Store, StoreError};
+use crate::store::{
+    Candidate, Claim, NewResource, NewStack, StackRow, StackUpdate, Store, StoreError,
+};
 use crate::template;
-use plan::Plan;
+pub use change::Change;
+use plan::{Plan, Removal, recorded_requires};
+pub use preview::{PlannedChange, PropertyChange};
 pub use resolver::StoredResolver;
 
 /// One engine process's workers. Cheap to clone.
@@ -124,15 +131,17 @@ impl Engine {
         Ok(row)
     }
 
-    /// Starts deleting a stack: dependents first, in reverse dependency order.
+    /// Starts deleting a stack: dependents first, in reverse dependency order. Objects an
+    /// update replaced or removed and did not get to delete go too, in the order recorded
+    /// when they were made.
     pub async fn delete_stack(&self, name_or_id: &str) -> Result<StackRow, StoreError> {
         let row = self.inner.store.find_stack(name_or_id).await?;
         let plan = self.plan(&row).await?;
-        let ready: Vec<&str> = plan
-            .stack
-            .in_order()
-            .filter(|r| plan.dependents(&r.name).is_empty())
-            .map(|r| r.name.as_str())
+        let rows = self.inner.store.resources(&row.id).await?;
+        let removal = plan.removal_of(&rows);
+        let ready: Vec<&str> = removal
+            .names()
+            .filter(|n| removal.after(n).is_empty())
             .collect();
         let row = self
             .inner
@@ -143,6 +152,61 @@ impl Engine {
         Ok(row)
     }
 
+    /// Starts updating a stack to a new template: resources whose properties are unchanged
+    /// are left alone, the rest are updated in place, replaced or created in dependency
+    /// order, and what the new template no longer has (or replaced) is deleted last.
+    pub async fn update_stack(
+        &self,
+        name_or_id: &str,
+        stack: &template::Stack,
+        sources: &Sources,
+    ) -> Result<StackRow, StoreError> {
+        let row = self.inner.store.find_stack(name_or_id).await?;
+        let update = StackUpdate {
+            template: serde_json::to_string(stack).expect("a stack serialises"),
+            sources: serde_json::to_string(sources).expect("sources serialise"),
+            resources: stack
+                .in_order()
+                .map(|r| NewResource {
+                    name: r.name.clone(),
+                    type_name: r.served_type.clone(),
+                    deps: r.depends_on.len(),
+                })
+                .collect(),
+        };
+        let row = self
+            .inner
+            .store
+            .begin_update(&row.id, &update, &self.inner.id)
+            .await?;
+        let plan = self.plan(&row).await?;
+        self.advance(&plan, row.traversal, "update").await?;
+        self.inner.wake.notify_waiters();
+        self.inner.store.find_stack(&row.id).await
+    }
+
+    /// Runs the stack's last action again after it failed or was cancelled, keeping what
+    /// worked: a delete deletes what is left; a create or update converges on the stored
+    /// template (an update to the same template).
+    pub async fn resume_stack(&self, name_or_id: &str) -> Result<StackRow, StoreError> {
+        let row = self.inner.store.find_stack(name_or_id).await?;
+        if row.action == "DELETE" {
+            return self.delete_stack(&row.id).await;
+        }
+        let text = self.inner.store.stack_template(&row.id).await?;
+        let stack: template::Stack = serde_json::from_str(&text)
+            .map_err(|e| StoreError::Corrupt(format!("template of stack {}: {e}", row.name)))?;
+        let sources = self.sources(&row).await?;
+        self.update_stack(&row.id, &stack, &sources).await
+    }
+
+    /// What a stack was made from (its last create or update).
+    pub async fn sources(&self, row: &StackRow) -> Result<Sources, StoreError> {
+        let (text, _) = self.inner.store.stack_sources(&row.id).await?;
+        serde_json::from_str(&text)
+            .map_err(|e| StoreError::Corrupt(format!("sources of stack {}: {e}", row.name)))
+    }
+
     /// The stack's parsed template, from the cache when it is current.
     async fn plan(&self, row: &StackRow) -> Result<Arc<Plan>, StoreError> {
         if let Some(p) = self.inner.plans.lock().unwrap().get(&row.id)
@@ -151,7 +215,13 @@ impl Engine {
             return Ok(p.clone());
         }
         let template = self.inner.store.stack_template(&row.id).await?;
-        let plan = Arc::new(Plan::parse(row, &template)?);
+        let mut plan = Plan::parse(row, &template)?;
+        if row.action == "DELETE" {
+            // The rows to delete are fixed when the delete starts.
+            let rows = self.inner.store.resources(&row.id).await?;
+            plan.removal = Some(plan.removal_of(&rows));
+        }
+        let plan = Arc::new(plan);
         let mut plans = self.inner.plans.lock().unwrap();
         // A cache, not a registry: bounded, and rebuilt from the store on a miss.
         if plans.len() >= 256 {
@@ -338,8 +408,8 @@ impl Engine {
 }
 
 impl Engine {
-    /// Schedules those of `names` whose prerequisites are done: for create, the resources each
-    /// depends on; for delete, the resources that depend on each.
+    /// Schedules those of `names` whose prerequisites are done: for create and update, the
+    /// resources each depends on; for delete, the rows that depend on each.
     async fn schedule(
         &self,
         plan: &Plan,
@@ -351,7 +421,7 @@ impl Engine {
             .iter()
             .filter_map(|name| {
                 let after = if operation == "delete" {
-                    plan.dependents(name)
+                    plan.removal.as_ref()?.after(name)
                 } else {
                     plan.stack.resource(name)?.depends_on.as_slice()
                 };
@@ -362,6 +432,61 @@ impl Engine {
             .store
             .schedule_ready(&plan.stack_id, traversal, operation, &candidates)
             .await
+    }
+
+    /// An update's cleanup, once every resource of its template is done: deletes the rows the
+    /// template no longer has (removed resources, replaced objects), dependents first.
+    async fn schedule_cleanup(&self, plan: &Plan, traversal: i64) -> Result<u64, StoreError> {
+        let store = &self.inner.store;
+        let n = plan.stack.resources.len();
+        if !store.forward_complete(&plan.stack_id, traversal, n).await? {
+            return Ok(0);
+        }
+        let rows = store.resources(&plan.stack_id).await?;
+        let removal = Removal::new(
+            rows.iter()
+                .filter(|r| plan.stack.resource(&r.name).is_none())
+                .map(|r| (r.name.clone(), recorded_requires(r))),
+        );
+        let candidates: Vec<Candidate> = removal
+            .names()
+            .map(|name| Candidate {
+                name,
+                after: removal.after(name),
+            })
+            .collect();
+        store
+            .schedule_ready(&plan.stack_id, traversal, "cleanup", &candidates)
+            .await
+    }
+
+    /// Schedules everything of the traversal whose prerequisites are done, or ends it when
+    /// nothing is left: after an update starts, and to repair a stalled traversal.
+    async fn advance(
+        &self,
+        plan: &Plan,
+        traversal: i64,
+        operation: &str,
+    ) -> Result<u64, StoreError> {
+        let made = if operation == "delete" {
+            let all: Vec<&str> = plan.removal.iter().flat_map(Removal::names).collect();
+            self.schedule(plan, traversal, operation, &all).await?
+        } else {
+            let all: Vec<&str> = plan.stack.order.iter().map(String::as_str).collect();
+            let made = self.schedule(plan, traversal, operation, &all).await?;
+            if operation == "update" {
+                made + self.schedule_cleanup(plan, traversal).await?
+            } else {
+                made
+            }
+        };
+        if made == 0 {
+            self.inner
+                .store
+                .try_finish_traversal(&plan.stack_id, traversal, operation, &self.inner.id)
+                .await?;
+        }
+        Ok(made)
     }
 }
 

@@ -11,12 +11,14 @@ use super::plan::Plan;
 use crate::credentials::Refresh;
 use crate::metrics::{BudgetLabels, RefreshLabels, RetryLabels, metrics};
 use crate::retry::{Attempt, Verdict, as_plugin_error, summarize};
-use crate::runtime::{CallContext, CallError, Current, Operation, Outcome, Plugin, PluginError};
-use crate::store::{Claimed, ResourceUpdate, StoreError, action_of};
-use crate::template::DeletionPolicy;
+use crate::runtime::{
+    CallContext, CallError, Current, Done, Operation, Outcome, Plugin, PluginError,
+};
+use crate::store::{Claimed, ResourceRow, ResourceUpdate, StoreError, action_of};
+use crate::template::{DeletionPolicy, Resource};
 
 /// What became of a job.
-enum Step {
+pub(super) enum Step {
     Done(ResourceUpdate),
     Failed(String),
     Pending {
@@ -67,7 +69,7 @@ impl Engine {
         let step = if row.cancel_requested_at.is_some() && job.pending_state.is_none() {
             Step::Failed("cancelled before it started".into())
         } else {
-            self.step(job, &plan, action).await?
+            self.step(job, &plan).await?
         };
         let update = match step {
             Step::Pending { delay_ms, state } => {
@@ -94,10 +96,7 @@ impl Engine {
                         action: action.into(),
                         status: "FAILED".into(),
                         reason,
-                        physical_id: None,
-                        state: None,
-                        attributes: None,
-                        properties: None,
+                        ..ResourceUpdate::default()
                     },
                 )
                 .await?
@@ -105,24 +104,35 @@ impl Engine {
         };
         store.finish(job, engine, &update).await?;
         // After the commit (see store/jobs.rs): what this made ready, and maybe the end.
-        let next: Vec<&str> = match plan.stack.resource(&job.resource) {
-            Some(_) if update.status == "FAILED" => Vec::new(),
-            Some(r) if action == "DELETE" => r.depends_on.iter().map(String::as_str).collect(),
-            Some(_) => plan
-                .dependents(&job.resource)
-                .iter()
-                .map(String::as_str)
-                .collect(),
-            None => Vec::new(),
+        let traversal_op = row.action.to_ascii_lowercase();
+        let made = if update.status == "FAILED" {
+            0
+        } else {
+            match job.operation.as_str() {
+                "delete" => {
+                    let next = plan.removal.as_ref().map_or(&[][..], |r| r.next(&job.resource));
+                    let next: Vec<&str> = next.iter().map(String::as_str).collect();
+                    self.schedule(&plan, job.traversal, "delete", &next).await?
+                }
+                "cleanup" => self.schedule_cleanup(&plan, job.traversal).await?,
+                op => {
+                    let next: Vec<&str> = plan
+                        .dependents(&job.resource)
+                        .iter()
+                        .map(String::as_str)
+                        .collect();
+                    match self.schedule(&plan, job.traversal, op, &next).await? {
+                        0 if op == "update" => self.schedule_cleanup(&plan, job.traversal).await?,
+                        made => made,
+                    }
+                }
+            }
         };
-        let made = self
-            .schedule(&plan, job.traversal, &job.operation, &next)
-            .await?;
         if made > 0 {
             return Ok(true);
         }
         store
-            .try_finish_traversal(&job.stack_id, job.traversal, &job.operation, engine)
+            .try_finish_traversal(&job.stack_id, job.traversal, &traversal_op, engine)
             .await
     }
 
@@ -140,6 +150,10 @@ impl Engine {
                 .resources_named(&job.stack_id, &[job.resource.as_str()])
                 .await?;
             if let Some(r) = rows.first() {
+                if job.operation == "update" && r.status == "IN_PROGRESS" {
+                    // What the update was doing to it: creating, or updating/replacing.
+                    u.action = r.action.clone();
+                }
                 u.physical_id = r.physical_id.clone();
                 u.state = r.state.clone();
                 u.attributes = r.attributes.as_ref().map(Value::to_string);
@@ -148,7 +162,109 @@ impl Engine {
         Ok(u)
     }
 
-    async fn step(&self, job: &Claimed, plan: &Plan, action: &str) -> Result<Step, StoreError> {
+    async fn step(&self, job: &Claimed, plan: &Plan) -> Result<Step, StoreError> {
+        match job.operation.as_str() {
+            "delete" | "cleanup" => self.step_delete(job, plan).await,
+            "update" => self.step_update(job, plan).await,
+            _ => self.step_create(job, plan).await,
+        }
+    }
+
+    /// The context of a call for this job; `phase` tells apart the calls one update job may
+    /// make (an in-place update, or the create of a replacement), so each has its own key.
+    pub(super) fn context(
+        &self,
+        plan: &Plan,
+        job: &Claimed,
+        resource_type: &str,
+        operation: Operation,
+        phase: &str,
+    ) -> CallContext {
+        CallContext {
+            stack: plan.stack_name.clone(),
+            resource: job.resource.clone(),
+            resource_type: resource_type.to_string(),
+            operation,
+            attempt: job.attempt as u32,
+            idempotency_key: format!(
+                "{}/{}/{phase}/{}",
+                plan.stack_id, job.resource, job.traversal
+            ),
+            deadline_ms: 0,
+        }
+    }
+
+    /// Deletes the row's object: for a stack delete, or an update's cleanup of an object it
+    /// removed or replaced (then the type and deletion policy are those last applied).
+    async fn step_delete(&self, job: &Claimed, plan: &Plan) -> Result<Step, StoreError> {
+        let rows = self
+            .inner
+            .store
+            .resources_named(&job.stack_id, &[job.resource.as_str()])
+            .await?;
+        let Some(current) = rows.first() else {
+            return Ok(Step::Done(deleted("not found")));
+        };
+        if current.physical_id.is_none() && current.state.is_none() {
+            return Ok(Step::Done(deleted("never created")));
+        }
+        let (type_name, policy) = match plan.stack.resource(&job.resource) {
+            Some(res) => (res.served_type.clone(), res.deletion_policy),
+            None => (
+                current.type_name.clone(),
+                current
+                    .deletion_policy
+                    .as_deref()
+                    .and_then(|p| serde_json::from_value(Value::String(p.into())).ok())
+                    .unwrap_or_default(),
+            ),
+        };
+        if policy == DeletionPolicy::Retain {
+            return Ok(Step::Done(ResourceUpdate {
+                reason: "retained (deletion_policy: Retain)".into(),
+                ..deleted("")
+            }));
+        }
+        let Some((plugin, _)) = self.inner.plugins.for_type(&type_name) else {
+            return Ok(Step::Failed(format!("no plugin serves the type {type_name}")));
+        };
+        let props: Value = current
+            .properties
+            .as_deref()
+            .and_then(|p| serde_json::from_str(p).ok())
+            .unwrap_or(Value::Null);
+        let cur = current_of(current);
+        let ctx = self.context(plan, job, &type_name, Operation::Delete, &job.operation);
+        let polling = pending_of(job);
+        let result = self
+            .reauthorized(job, plugin, || async {
+                match &polling {
+                    Some(state) => plugin.poll(&ctx, &props, state).await,
+                    None => plugin.delete(&ctx, &cur, &props).await,
+                }
+            })
+            .await?;
+        let why = match job.operation.as_str() {
+            "cleanup" if job.resource.contains('/') => "deleted the replaced object",
+            "cleanup" => "deleted: it is no longer in the template",
+            _ => "state changed",
+        };
+        Ok(match result {
+            Ok(Outcome::Done(_)) | Err(CallError::Plugin(PluginError::NotFound(_), _)) => {
+                Step::Done(deleted(why))
+            }
+            Ok(Outcome::Pending(p)) => Step::Pending {
+                delay_ms: p.poll_after_ms,
+                state: p.state,
+            },
+            Err(e) => {
+                self.after_error(job, plugin.name(), &type_name, Operation::Delete, e)
+                    .await?
+            }
+        })
+    }
+
+    async fn step_create(&self, job: &Claimed, plan: &Plan) -> Result<Step, StoreError> {
         let Some(res) = plan.stack.resource(&job.resource) else {
             return Ok(Step::Failed(format!(
                 "resource {} is not in the stack's template",
@@ -161,83 +277,15 @@ impl Engine {
                 res.served_type
             )));
         };
-        let store = &self.inner.store;
-        let polling = job
-            .pending_state
-            .as_ref()
-            .map(|s| serde_json::from_str::<Value>(s).unwrap_or(Value::Null));
-        let ctx = CallContext {
-            stack: plan.stack_name.clone(),
-            resource: job.resource.clone(),
-            resource_type: res.served_type.clone(),
-            operation: if action == "DELETE" {
-                Operation::Delete
-            } else {
-                Operation::Create
-            },
-            attempt: job.attempt as u32,
-            idempotency_key: format!(
-                "{}/{}/{}/{}",
-                plan.stack_id, job.resource, job.operation, job.traversal
-            ),
-            deadline_ms: 0,
-        };
-
-        if action == "DELETE" {
-            let rows = store
-                .resources_named(&job.stack_id, &[job.resource.as_str()])
-                .await?;
-            let Some(current) = rows.first() else {
-                return Ok(Step::Done(deleted("not found")));
-            };
-            if current.physical_id.is_none() && current.state.is_none() {
-                return Ok(Step::Done(deleted("never created")));
-            }
-            if res.deletion_policy == DeletionPolicy::Retain {
-                return Ok(Step::Done(ResourceUpdate {
-                    reason: "retained (deletion_policy: Retain)".into(),
-                    ..deleted("")
-                }));
-            }
-            let props: Value = current
-                .properties
-                .as_deref()
-                .and_then(|p| serde_json::from_str(p).ok())
-                .unwrap_or(Value::Null);
-            let cur = Current {
-                physical_id: current.physical_id.clone().unwrap_or_default(),
-                state: current.state.clone().unwrap_or_else(|| "null".into()),
-            };
-            let result = self
-                .reauthorized(job, plugin, || async {
-                    match &polling {
-                        Some(state) => plugin.poll(&ctx, &props, state).await,
-                        None => plugin.delete(&ctx, &cur, &props).await,
-                    }
-                })
-                .await?;
-            return Ok(match result {
-                Ok(Outcome::Done(_)) | Err(CallError::Plugin(PluginError::NotFound(_), _)) => {
-                    Step::Done(deleted("state changed"))
-                }
-                Ok(Outcome::Pending(p)) => Step::Pending {
-                    delay_ms: p.poll_after_ms,
-                    state: p.state,
-                },
-                Err(e) => {
-                    self.after_error(job, plugin.name(), &res.served_type, Operation::Delete, e)
-                        .await?
-                }
-            });
-        }
-
         let deps: Vec<&str> = res.depends_on.iter().map(String::as_str).collect();
-        let rows = store.resources_named(&job.stack_id, &deps).await?;
+        let rows = self.inner.store.resources_named(&job.stack_id, &deps).await?;
         let resolver = StoredResolver::new(rows, &plan.stack_name, &plan.stack_id);
         let props = match plan.stack.properties(&job.resource, &resolver) {
             Ok(p) => p,
             Err(e) => return Ok(Step::Failed(e.to_string())),
         };
+        let ctx = self.context(plan, job, &res.served_type, Operation::Create, "create");
+        let polling = pending_of(job);
         let result = self
             .reauthorized(job, plugin, || async {
                 match &polling {
@@ -247,15 +295,7 @@ impl Engine {
             })
             .await?;
         Ok(match result {
-            Ok(Outcome::Done(d)) => Step::Done(ResourceUpdate {
-                action: "CREATE".into(),
-                status: "COMPLETE".into(),
-                reason: "state changed".into(),
-                physical_id: Some(d.physical_id),
-                state: Some(d.state.to_string()),
-                attributes: Some(Value::Object(d.attributes).to_string()),
-                properties: Some(props.to_string()),
-            }),
+            Ok(Outcome::Done(d)) => Step::Done(applied(res, "CREATE", "state changed", d, &props)),
             Ok(Outcome::Pending(p)) => Step::Pending {
                 delay_ms: p.poll_after_ms,
                 state: p.state,
@@ -270,7 +310,7 @@ impl Engine {
     /// Makes a call; if the cloud answers `unauthorized` and the plugin has host-held
     /// credentials, reads them again and, when they changed, makes the same call once more
     /// (same idempotency key) before any retry policy sees the error.
-    async fn reauthorized<T, F, Fut>(
+    pub(super) async fn reauthorized<T, F, Fut>(
         &self,
         job: &Claimed,
         plugin: &Plugin,
@@ -329,7 +369,7 @@ impl Engine {
 
     /// A failed call: the retry policy chosen by the rules decides between another attempt
     /// (when and why, recorded on the job) and giving up with the attempts' history.
-    async fn after_error(
+    pub(super) async fn after_error(
         &self,
         job: &Claimed,
         plugin: &str,
@@ -436,9 +476,54 @@ fn deleted(reason: &str) -> ResourceUpdate {
         action: "DELETE".into(),
         status: "COMPLETE".into(),
         reason: reason.into(),
-        physical_id: None,
-        state: None,
-        attributes: None,
-        properties: None,
+        ..ResourceUpdate::default()
+    }
+}
+
+/// The state of a long operation this job polls, if it polls one.
+fn pending_of(job: &Claimed) -> Option<Value> {
+    job.pending_state
+        .as_ref()
+        .map(|s| serde_json::from_str::<Value>(s).unwrap_or(Value::Null))
+}
+
+/// The stored object of a row, as plugins see it.
+pub(super) fn current_of(row: &ResourceRow) -> Current {
+    Current {
+        physical_id: row.physical_id.clone().unwrap_or_default(),
+        state: row.state.clone().unwrap_or_else(|| "null".into()),
+    }
+}
+
+/// A finished create or update of `res`: the object, the properties it was made with, and
+/// what it needs and how it goes (for a later cleanup without its template).
+pub(super) fn applied(
+    res: &Resource,
+    action: &str,
+    reason: &str,
+    d: Done,
+    props: &Value,
+) -> ResourceUpdate {
+    ResourceUpdate {
+        action: action.into(),
+        status: "COMPLETE".into(),
+        reason: reason.into(),
+        physical_id: Some(d.physical_id),
+        state: Some(d.state.to_string()),
+        attributes: Some(Value::Object(d.attributes).to_string()),
+        properties: Some(props.to_string()),
+        type_name: Some(res.served_type.clone()),
+        ..recorded(res)
+    }
+}
+
+/// What a resource's row records of its definition: its dependencies and deletion policy.
+pub(super) fn recorded(res: &Resource) -> ResourceUpdate {
+    ResourceUpdate {
+        requires: Some(serde_json::to_string(&res.depends_on).expect("names serialise")),
+        deletion_policy: serde_json::to_value(res.deletion_policy)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from)),
+        ..ResourceUpdate::default()
     }
 }

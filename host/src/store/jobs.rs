@@ -44,7 +44,7 @@ pub enum Claim {
 }
 
 /// What a finished job writes to its resource.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ResourceUpdate {
     pub action: String,
     pub status: String,
@@ -53,6 +53,18 @@ pub struct ResourceUpdate {
     pub state: Option<String>,
     pub attributes: Option<String>,
     pub properties: Option<String>,
+    /// The served type, when it changed (a replacement by another type).
+    pub type_name: Option<String>,
+    /// The names it depends on now (JSON list), when (re)applied.
+    pub requires: Option<String>,
+    /// `Delete` or `Retain`, when (re)applied.
+    pub deletion_policy: Option<String>,
+    /// A replacement: before the write, the object the row held moves to a new row of this
+    /// name, which the update's cleanup deletes.
+    pub retire_as: Option<String>,
+    /// Nothing changed (an update found the resource as the template wants it): only mark it
+    /// done in this traversal, with no event.
+    pub unchanged: bool,
 }
 
 /// A resource that may be ready, and the resources that must be done (in this traversal, by
@@ -141,7 +153,8 @@ impl Store {
             last_delay_ms: r.last_delay_ms,
             history: r.history,
         };
-        if job.pending_state.is_none() {
+        // An update job first decides whether there is anything to do (see `job_started`).
+        if job.pending_state.is_none() && job.operation != "update" {
             let action = action_of(&job.operation);
             sqlx::query(self.sql(
                 "UPDATE resources SET action = $3, status = 'IN_PROGRESS', status_reason = '', traversal = $4,
@@ -308,6 +321,55 @@ impl Store {
         Ok(())
     }
 
+    /// Marks the job's resource IN_PROGRESS for `action`, with an event saying why: an update
+    /// job calls it once it has decided to act (a resource left unchanged gets no event).
+    pub async fn job_started(
+        &self,
+        job: &Claimed,
+        engine: &str,
+        action: &str,
+        reason: &str,
+    ) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let held = sqlx::query(
+            "UPDATE jobs SET token = token WHERE id = $1 AND token = $2 AND lease_owner = $3",
+        )
+        .bind(job.id)
+        .bind(job.token)
+        .bind(engine)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if held != 1 {
+            return Err(StoreError::Fenced(job.id));
+        }
+        sqlx::query(self.sql(
+            "UPDATE resources SET action = $3, status = 'IN_PROGRESS', status_reason = $4, traversal = $5,
+                    updated_at = NOW_MS
+             WHERE stack_id = $1 AND name = $2",
+        ))
+        .bind(&job.stack_id)
+        .bind(&job.resource)
+        .bind(action)
+        .bind(reason)
+        .bind(job.traversal)
+        .execute(&mut *tx)
+        .await?;
+        self.event(
+            &mut tx,
+            &job.stack_id,
+            Some(&job.resource),
+            action,
+            "IN_PROGRESS",
+            reason,
+            None,
+            engine,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Removes a job that belongs to a traversal no longer running (superseded or ended).
     pub async fn drop_job(&self, job: &Claimed, engine: &str) -> Result<()> {
         sqlx::query("DELETE FROM jobs WHERE id = $1 AND token = $2 AND lease_owner = $3")
@@ -333,9 +395,44 @@ impl Store {
         if n != 1 {
             return Err(StoreError::Fenced(job.id));
         }
+        if u.unchanged {
+            sqlx::query(self.sql(
+                "UPDATE resources SET traversal = $3, requires = COALESCE($4, requires),
+                        deletion_policy = COALESCE($5, deletion_policy), updated_at = NOW_MS
+                 WHERE stack_id = $1 AND name = $2",
+            ))
+            .bind(&job.stack_id)
+            .bind(&job.resource)
+            .bind(job.traversal)
+            .bind(&u.requires)
+            .bind(&u.deletion_policy)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            return Ok(());
+        }
+        if let Some(retired) = &u.retire_as {
+            // The old object keeps its identity, properties and dependencies in its own row
+            // until the cleanup deletes it; only rows that hold an object move.
+            sqlx::query(self.sql(
+                "INSERT INTO resources (stack_id, name, type, action, status, status_reason, physical_id, state,
+                                        attributes, properties, traversal, updated_at, requires, deletion_policy)
+                 SELECT stack_id, $3, type, action, 'COMPLETE', $4, physical_id, state, attributes, properties,
+                        0, NOW_MS, requires, deletion_policy
+                 FROM resources WHERE stack_id = $1 AND name = $2 AND (physical_id IS NOT NULL OR state IS NOT NULL)",
+            ))
+            .bind(&job.stack_id)
+            .bind(&job.resource)
+            .bind(retired)
+            .bind(format!("replaced by a new {}; deleted when the update cleans up", job.resource))
+            .execute(&mut *tx)
+            .await?;
+        }
         sqlx::query(self.sql(
             "UPDATE resources SET action = $3, status = $4, status_reason = $5, physical_id = $6, state = $7,
-                    attributes = $8, properties = COALESCE($9, properties), traversal = $10, updated_at = NOW_MS
+                    attributes = $8, properties = COALESCE($9, properties), traversal = $10, updated_at = NOW_MS,
+                    type = COALESCE($11, type), requires = COALESCE($12, requires),
+                    deletion_policy = COALESCE($13, deletion_policy)
              WHERE stack_id = $1 AND name = $2",
         ))
         .bind(&job.stack_id)
@@ -348,6 +445,9 @@ impl Store {
         .bind(&u.attributes)
         .bind(&u.properties)
         .bind(job.traversal)
+        .bind(&u.type_name)
+        .bind(&u.requires)
+        .bind(&u.deletion_policy)
         .execute(&mut *tx)
         .await?;
         self.event(
@@ -367,7 +467,8 @@ impl Store {
 
     /// Makes a job for each candidate whose prerequisites are all done in this traversal, as
     /// long as the traversal runs and nothing in it failed (after a failure, no new work
-    /// starts). Returns how many jobs it made.
+    /// starts). Returns how many jobs it made. In an update a prerequisite is done whatever it
+    /// needed (created, updated, replaced, or found unchanged).
     pub async fn schedule_ready(
         &self,
         stack_id: &str,
@@ -384,7 +485,7 @@ impl Store {
             } else {
                 format!(
                     "AND (SELECT COUNT(*) FROM resources WHERE stack_id = $1 AND name IN ({}) AND traversal = $3
-                          AND action = $5 AND status = 'COMPLETE') = {}",
+                          AND (action = $5 OR $5 = 'UPDATE') AND status = 'COMPLETE') = {}",
                     list.join(", "),
                     c.after.len()
                 )
@@ -414,6 +515,20 @@ impl Store {
             self.notify_jobs().await?;
         }
         Ok(made)
+    }
+
+    /// Whether every resource of an update's template (`n` of them) is done in this traversal:
+    /// then its cleanup may start.
+    pub async fn forward_complete(&self, stack_id: &str, traversal: i64, n: usize) -> Result<bool> {
+        let (done,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM resources WHERE stack_id = $1 AND traversal = $2 AND status = 'COMPLETE'
+               AND action <> 'DELETE'",
+        )
+        .bind(stack_id)
+        .bind(traversal)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(done as usize >= n)
     }
 
     /// Wakes the engines waiting for work (PostgreSQL `NOTIFY`; SQLite engines poll).
@@ -484,9 +599,10 @@ impl Store {
                 .fetch_one(&mut *tx)
                 .await?;
         if failed == 0 {
+            // An update's resources end in whatever action each needed (or none).
             let (left,): (i64,) = sqlx::query_as(
                 "SELECT COUNT(*) FROM resources WHERE stack_id = $1
-                 AND NOT (traversal = $2 AND action = $3 AND status = 'COMPLETE')",
+                 AND NOT (traversal = $2 AND (action = $3 OR $3 = 'UPDATE') AND status = 'COMPLETE')",
             )
             .bind(stack_id)
             .bind(traversal)
@@ -550,10 +666,12 @@ impl Store {
     }
 }
 
-/// The resource action a job operation performs.
+/// The resource action a job operation performs (an update job may also create, see
+/// `job_started`; `cleanup` deletes what an update removed or replaced).
 pub fn action_of(operation: &str) -> &'static str {
     match operation {
-        "delete" => "DELETE",
+        "delete" | "cleanup" => "DELETE",
+        "update" => "UPDATE",
         _ => "CREATE",
     }
 }

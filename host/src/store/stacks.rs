@@ -38,6 +38,12 @@ pub struct ResourceRow {
     #[serde(skip)]
     pub properties: Option<String>,
     pub updated_at: i64,
+    /// The names it depended on when last applied (JSON list).
+    #[serde(skip)]
+    pub requires: Option<String>,
+    /// `Delete` or `Retain`, as last applied.
+    #[serde(skip)]
+    pub deletion_policy: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -58,6 +64,14 @@ pub struct NewResource {
     pub type_name: String,
     /// How many resources it waits for (those with none start at once).
     pub deps: usize,
+}
+
+/// A stack's new definition, for an update.
+pub struct StackUpdate {
+    pub template: String,
+    pub sources: String,
+    /// Every resource of the new template (rows are made for those the stack lacks).
+    pub resources: Vec<NewResource>,
 }
 
 pub struct NewStack {
@@ -211,6 +225,79 @@ impl Store {
         tx.commit().await?;
         self.notify_jobs().await?;
         Ok(row)
+    }
+
+    /// Starts an UPDATE traversal towards a new template: takes the lock, keeps the current
+    /// template and sources as the previous ones (for rollback), and makes rows for resources
+    /// the stack lacks. Engines then schedule the work (`Engine::advance`); a crash before
+    /// that leaves a stalled traversal, which the leader repairs.
+    pub async fn begin_update(
+        &self,
+        stack_id: &str,
+        update: &StackUpdate,
+        engine: &str,
+    ) -> Result<StackRow> {
+        let mut tx = self.begin().await?;
+        self.lock(&mut tx, stack_id, "UPDATE", engine).await?;
+        let n = sqlx::query(self.sql(
+            "UPDATE stacks SET previous_template = template, previous_sources = sources, template = $2,
+                    sources = $3, action = 'UPDATE', status = 'IN_PROGRESS', status_reason = '',
+                    traversal = traversal + 1, cancel_requested_at = NULL, updated_at = NOW_MS
+             WHERE id = $1 AND deleted_at IS NULL",
+        ))
+        .bind(stack_id)
+        .bind(&update.template)
+        .bind(&update.sources)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if n == 0 {
+            return Err(StoreError::StackNotFound(stack_id.to_string()));
+        }
+        for chunk in update.resources.chunks(CHUNK) {
+            let mut q = String::from(
+                "INSERT INTO resources (stack_id, name, type, action, status, updated_at) VALUES ",
+            );
+            for i in 0..chunk.len() {
+                let b = i * 2 + 2;
+                q += &format!(
+                    "{}($1, ${b}, ${}, 'INIT', 'COMPLETE', NOW_MS)",
+                    if i > 0 { ", " } else { "" },
+                    b + 1
+                );
+            }
+            q += " ON CONFLICT (stack_id, name) DO NOTHING";
+            let mut query = sqlx::query(self.sql_owned(q)).bind(stack_id);
+            for r in chunk {
+                query = query.bind(&r.name).bind(&r.type_name);
+            }
+            query.execute(&mut *tx).await?;
+        }
+        self.event(
+            &mut tx,
+            stack_id,
+            None,
+            "UPDATE",
+            "IN_PROGRESS",
+            "Stack UPDATE started",
+            None,
+            engine,
+        )
+        .await?;
+        let row = self.stack_in(&mut tx, stack_id).await?;
+        tx.commit().await?;
+        Ok(row)
+    }
+
+    /// What the stack was made from (template text, environments, parameters; JSON), and what
+    /// it was made from before its last update, if it had one.
+    pub async fn stack_sources(&self, stack_id: &str) -> Result<(String, Option<String>)> {
+        Ok(
+            sqlx::query_as("SELECT sources, previous_sources FROM stacks WHERE id = $1")
+                .bind(stack_id)
+                .fetch_one(&self.pool)
+                .await?,
+        )
     }
 
     /// Cancels the action in progress, cooperatively, whichever engines work on it: no job of
@@ -419,6 +506,17 @@ impl Store {
         if n == 0 {
             return Ok(false);
         }
+        if action == "UPDATE" {
+            // What the update's cleanup deleted is gone: its rows go (the events remain).
+            sqlx::query(
+                "DELETE FROM resources WHERE stack_id = $1 AND traversal = $2 AND action = 'DELETE'
+                   AND status = 'COMPLETE'",
+            )
+            .bind(stack_id)
+            .bind(traversal)
+            .execute(&mut **tx)
+            .await?;
+        }
         sqlx::query("DELETE FROM stack_locks WHERE stack_id = $1")
             .bind(stack_id)
             .execute(&mut **tx)
@@ -477,7 +575,8 @@ impl Store {
 
     pub async fn resources(&self, stack_id: &str) -> Result<Vec<ResourceRow>> {
         let rows = sqlx::query(
-            "SELECT name, type, action, status, status_reason, physical_id, state, attributes, updated_at, properties
+            "SELECT name, type, action, status, status_reason, physical_id, state, attributes, updated_at, properties,
+                    requires, deletion_policy
              FROM resources WHERE stack_id = $1 ORDER BY name",
         )
         .bind(stack_id)
@@ -496,7 +595,8 @@ impl Store {
         for chunk in names.chunks(CHUNK) {
             let list: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
             let q = AssertSqlSafe(format!(
-                "SELECT name, type, action, status, status_reason, physical_id, state, attributes, updated_at, properties
+                "SELECT name, type, action, status, status_reason, physical_id, state, attributes, updated_at, properties,
+                        requires, deletion_policy
                  FROM resources WHERE stack_id = $1 AND name IN ({})",
                 list.join(", ")
             ));
@@ -578,6 +678,8 @@ fn resource_row(r: &AnyRow) -> Result<ResourceRow> {
         attributes,
         updated_at: r.try_get(8)?,
         properties: r.try_get(9)?,
+        requires: r.try_get(10)?,
+        deletion_policy: r.try_get(11)?,
     })
 }
 

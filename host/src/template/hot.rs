@@ -521,6 +521,11 @@ fn resource(
     errors: &mut Errors,
 ) -> Option<Checked> {
     let path = join("resources", name);
+    if name.contains('/') {
+        // As in Heat; Kiln names the rows of replaced objects `NAME/replaced-N`.
+        errors.at(pos, &path, "a resource name may not contain '/'");
+        return None;
+    }
     if !matches!(def.value, Yaml::Map(_)) {
         errors.at(
             def.pos,

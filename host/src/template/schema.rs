@@ -52,6 +52,9 @@ pub struct PropertySpec {
     /// replaces the resource. Absent in stacks stored before it was recorded: false.
     #[serde(default)]
     pub update_allowed: bool,
+    /// Can never change after create, not even by replacement.
+    #[serde(default)]
+    pub immutable: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,6 +98,7 @@ impl From<&TypeSchema> for ResourceSchema {
                                 .and_then(|d| serde_json::from_str(d).ok()),
                             constraints: p.constraints.iter().map(Constraint::from).collect(),
                             update_allowed: p.update_allowed,
+                            immutable: p.immutable,
                         },
                     )
                 })
@@ -274,6 +278,7 @@ mod tests {
             default,
             constraints,
             update_allowed: false,
+            immutable: false,
         };
         ResourceSchema {
             type_name: "T".into(),

@@ -1,0 +1,11 @@
+-- Stack update: what a stack was before its current update (kept for rollback), and what each
+-- resource needed and how it is deleted as last applied, so that removed and replaced objects
+-- are deleted in reverse dependency order without the template that made them.
+
+ALTER TABLE stacks ADD COLUMN previous_template TEXT;
+ALTER TABLE stacks ADD COLUMN previous_sources TEXT;
+
+-- JSON list of the resource names this one depended on when it was last created or updated.
+ALTER TABLE resources ADD COLUMN requires TEXT;
+-- Delete | Retain, as last applied.
+ALTER TABLE resources ADD COLUMN deletion_policy TEXT;

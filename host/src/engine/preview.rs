@@ -1,0 +1,219 @@
+//! What an update would do, without doing it (`kiln stack preview`, `stack update
+//! --dry-run`): the same decision as the update's (`change::decide`), made from the stored
+//! resources in dependency order, calling no plugin. Values a change makes (the new id of a
+//! replacement, attributes after an in-place update) are not known yet: they show as
+//! "(known after apply)", and whatever depends on them counts as changed.
+
+use std::cell::Cell;
+use std::collections::{HashMap, HashSet};
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::change::{Change, Existing, changed_properties, decide, quoted};
+use super::update::holds_object;
+use super::{Engine, StoredResolver};
+use crate::store::{ResourceRow, StackRow, StoreError};
+use crate::template::{self, Resolver};
+
+/// Stands for a value only the update will produce.
+pub const KNOWN_AFTER_APPLY: &str = "(known after apply)";
+
+/// One resource in a preview.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedChange {
+    pub resource: String,
+    #[serde(rename = "type")]
+    pub type_name: String,
+    /// create | update | replace | delete | unchanged | rejected
+    pub action: String,
+    pub reason: String,
+    /// The properties that change (for update and replace).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub properties: Vec<PropertyChange>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PropertyChange {
+    pub name: String,
+    pub old: Value,
+    pub new: Value,
+}
+
+/// What a planned change leaves unknown until it is applied.
+#[derive(Clone, Copy, PartialEq)]
+enum Unknown {
+    /// A new object: its id and attributes.
+    Identity,
+    /// An object updated in place: its attributes.
+    Attributes,
+}
+
+struct PreviewResolver<'a> {
+    stored: &'a StoredResolver,
+    unknown: &'a HashMap<String, Unknown>,
+    used_unknown: Cell<bool>,
+}
+
+impl PreviewResolver<'_> {
+    fn unknown(&self) -> Value {
+        self.used_unknown.set(true);
+        Value::String(KNOWN_AFTER_APPLY.into())
+    }
+}
+
+impl Resolver for PreviewResolver<'_> {
+    fn physical_id(&self, resource: &str) -> Option<String> {
+        match self.unknown.get(resource) {
+            Some(Unknown::Identity) => {
+                self.used_unknown.set(true);
+                Some(KNOWN_AFTER_APPLY.into())
+            }
+            _ => self.stored.physical_id(resource),
+        }
+    }
+
+    fn attribute(&self, resource: &str, attribute: &str) -> Option<Value> {
+        match self.unknown.get(resource) {
+            Some(_) => Some(self.unknown()),
+            None => self.stored.attribute(resource, attribute),
+        }
+    }
+
+    fn stack_parameter(&self, name: &str) -> Option<Value> {
+        self.stored.stack_parameter(name)
+    }
+}
+
+impl Engine {
+    /// What updating the stack to `stack` would do, resource by resource, in dependency
+    /// order; resources the update would delete come last.
+    pub async fn preview(
+        &self,
+        name_or_id: &str,
+        stack: &template::Stack,
+    ) -> Result<(StackRow, Vec<PlannedChange>), StoreError> {
+        let row = self.inner.store.find_stack(name_or_id).await?;
+        let rows = self.inner.store.resources(&row.id).await?;
+        let by_name: HashMap<&str, &ResourceRow> =
+            rows.iter().map(|r| (r.name.as_str(), r)).collect();
+        let stored = StoredResolver::new(rows.clone(), &row.name, &row.id);
+        let mut unknown: HashMap<String, Unknown> = HashMap::new();
+        let mut out = Vec::new();
+        for res in stack.in_order() {
+            let resolver = PreviewResolver {
+                stored: &stored,
+                unknown: &unknown,
+                used_unknown: Cell::new(false),
+            };
+            let evaluated = stack.properties(&res.name, &resolver);
+            let mut planned = PlannedChange {
+                resource: res.name.clone(),
+                type_name: res.served_type.clone(),
+                action: String::new(),
+                reason: String::new(),
+                properties: Vec::new(),
+            };
+            let current = by_name.get(res.name.as_str()).filter(|r| holds_object(r));
+            let Some(current) = current else {
+                planned.action = "create".into();
+                planned.reason = if by_name.contains_key(res.name.as_str()) {
+                    "not created yet".into()
+                } else {
+                    "new in the template".into()
+                };
+                unknown.insert(res.name.clone(), Unknown::Identity);
+                out.push(planned);
+                continue;
+            };
+            let props = match evaluated {
+                Ok(p) => p,
+                Err(e) if resolver.used_unknown.get() => {
+                    // A typed property gets a value only the update will produce.
+                    planned.action = "update".into();
+                    planned.reason = format!(
+                        "its properties depend on values known after apply ({e}); an update \
+                         in place or a replacement is decided then"
+                    );
+                    unknown.insert(res.name.clone(), Unknown::Identity);
+                    out.push(planned);
+                    continue;
+                }
+                Err(e) => {
+                    planned.action = "rejected".into();
+                    planned.reason = e.to_string();
+                    out.push(planned);
+                    continue;
+                }
+            };
+            let old: Option<Value> = current
+                .properties
+                .as_deref()
+                .and_then(|p| serde_json::from_str(p).ok());
+            let change = decide(
+                &Existing {
+                    type_name: &current.type_name,
+                    properties: old.as_ref(),
+                },
+                &res.served_type,
+                &props,
+                stack.types.get(&res.served_type),
+            );
+            if let Some(old) = &old {
+                planned.properties = changed_properties(old, &props)
+                    .into_iter()
+                    .map(|name| PropertyChange {
+                        old: old.get(&name).cloned().unwrap_or(Value::Null),
+                        new: props.get(&name).cloned().unwrap_or(Value::Null),
+                        name,
+                    })
+                    .collect();
+            }
+            let failed = if current.status == "COMPLETE" {
+                ""
+            } else {
+                "it failed before and is checked first (created again if gone, replaced if \
+                 drifted); "
+            };
+            let (action, reason) = match change {
+                Change::Unchanged => ("unchanged", String::new()),
+                Change::Update { changed } => {
+                    unknown.insert(res.name.clone(), Unknown::Attributes);
+                    ("update", format!("{} changed", quoted(&changed)))
+                }
+                Change::Replace { why, .. } => {
+                    unknown.insert(res.name.clone(), Unknown::Identity);
+                    ("replace", why)
+                }
+                Change::Rejected { why } => ("rejected", why),
+            };
+            planned.action = action.into();
+            planned.reason = format!("{failed}{reason}")
+                .trim_end_matches("; ")
+                .to_string();
+            out.push(planned);
+        }
+        // The cleanup deletes these last (dependents first); listed by name.
+        let kept: HashSet<&str> = stack.resources.keys().map(String::as_str).collect();
+        let mut removed: Vec<&ResourceRow> = rows
+            .iter()
+            .filter(|r| !kept.contains(r.name.as_str()))
+            .collect();
+        removed.sort_by(|a, b| a.name.cmp(&b.name));
+        for r in removed {
+            let reason = if r.name.contains('/') {
+                "an object replaced earlier, not deleted yet"
+            } else {
+                "not in the new template"
+            };
+            out.push(PlannedChange {
+                resource: r.name.clone(),
+                type_name: r.type_name.clone(),
+                action: "delete".into(),
+                reason: reason.into(),
+                properties: Vec::new(),
+            });
+        }
+        Ok((row, out))
+    }
+}

@@ -1,0 +1,286 @@
+//! One resource of an update traversal. The job decides when it runs, once its dependencies
+//! are done (so their new ids and attributes are known): the properties resolve as in a
+//! create and are compared with those last applied (`change::decide`). Unchanged: nothing is
+//! called and no event is written. Otherwise the plugin updates in place, or a replacement is
+//! created first and the old object moves to a row of its own that the update's cleanup
+//! deletes; dependents then resolve against the new object. A resource an earlier action left
+//! FAILED is checked (plugin `check`) before anything else is decided.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::Engine;
+use super::StoredResolver;
+use super::change::{Change, Existing, decide, quoted};
+use super::plan::Plan;
+use super::worker::{Step, applied, current_of, recorded};
+use crate::runtime::{CallError, Operation, Outcome, UpdateOutcome};
+use crate::store::{Claimed, ResourceRow, ResourceUpdate, StoreError};
+use crate::template::Resource;
+
+/// Which call of an update job a long operation belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Phase {
+    /// No object yet: create one.
+    Create,
+    /// Change the object in place.
+    Update,
+    /// Create a replacement (the old object is deleted in the cleanup).
+    Replace,
+}
+
+impl Phase {
+    fn operation(self) -> Operation {
+        match self {
+            Phase::Update => Operation::Update,
+            Phase::Create | Phase::Replace => Operation::Create,
+        }
+    }
+
+    fn key(self) -> &'static str {
+        match self {
+            Phase::Create => "create",
+            Phase::Update => "update",
+            Phase::Replace => "replace",
+        }
+    }
+}
+
+/// The job's pending state while it polls: the plugin's state and the call it belongs to.
+#[derive(Serialize, Deserialize)]
+struct Polling {
+    phase: Phase,
+    state: Value,
+}
+
+/// Whether a row holds an object (a create reached the cloud and was not deleted since).
+pub(super) fn holds_object(row: &ResourceRow) -> bool {
+    (row.physical_id.is_some() || row.state.is_some())
+        && !(row.action == "DELETE" && row.status == "COMPLETE")
+}
+
+impl Engine {
+    pub(super) async fn step_update(&self, job: &Claimed, plan: &Plan) -> Result<Step, StoreError> {
+        let Some(res) = plan.stack.resource(&job.resource) else {
+            return Ok(Step::Failed(format!(
+                "resource {} is not in the stack's template",
+                job.resource
+            )));
+        };
+        let mut names = vec![job.resource.as_str()];
+        names.extend(res.depends_on.iter().map(String::as_str));
+        let rows = self.inner.store.resources_named(&job.stack_id, &names).await?;
+        let Some(current) = rows.iter().find(|r| r.name == job.resource).cloned() else {
+            return Ok(Step::Failed(format!("resource {} has no row", job.resource)));
+        };
+        let resolver = StoredResolver::new(rows, &plan.stack_name, &plan.stack_id);
+        let props = match plan.stack.properties(&job.resource, &resolver) {
+            Ok(p) => p,
+            Err(e) => return Ok(Step::Failed(e.to_string())),
+        };
+        if let Some(text) = &job.pending_state {
+            let Ok(polling) = serde_json::from_str::<Polling>(text) else {
+                return Ok(Step::Failed(format!("corrupt pending state of {}", job.resource)));
+            };
+            return self
+                .call(job, plan, res, &current, &props, polling.phase, Some(polling.state))
+                .await;
+        }
+        let (phase, why) = match self.decide(job, plan, res, &current, &props).await? {
+            Ok(decided) => decided,
+            Err(done) => return Ok(done),
+        };
+        let action = if phase == Phase::Create { "CREATE" } else { "UPDATE" };
+        let why = if job.attempt > 1 {
+            format!("{why} (attempt {})", job.attempt)
+        } else {
+            why
+        };
+        self.inner
+            .store
+            .job_started(job, &self.inner.id, action, &why)
+            .await?;
+        self.call(job, plan, res, &current, &props, phase, None).await
+    }
+
+    /// What to do, and why; or the job's end when there is nothing to call.
+    async fn decide(
+        &self,
+        job: &Claimed,
+        plan: &Plan,
+        res: &Resource,
+        current: &ResourceRow,
+        props: &Value,
+    ) -> Result<Result<(Phase, String), Step>, StoreError> {
+        if !holds_object(current) {
+            let why = if current.status == "FAILED" {
+                "creating: its last create failed"
+            } else {
+                "creating: not created yet"
+            };
+            return Ok(Ok((Phase::Create, why.into())));
+        }
+        let old_props: Option<Value> = current
+            .properties
+            .as_deref()
+            .and_then(|p| serde_json::from_str(p).ok());
+        let failed = current.status != "COMPLETE";
+        if failed && let Some(found) = self.check_failed(job, plan, current, props).await {
+            return Ok(Ok(found));
+        }
+        let change = decide(
+            &Existing {
+                type_name: &current.type_name,
+                properties: old_props.as_ref(),
+            },
+            &res.served_type,
+            props,
+            plan.stack.types.get(&res.served_type),
+        );
+        Ok(match change {
+            Change::Unchanged if failed => Err(Step::Done(ResourceUpdate {
+                action: current.action.clone(),
+                status: "COMPLETE".into(),
+                reason: "checked: it exists and matches the template".into(),
+                physical_id: current.physical_id.clone(),
+                state: current.state.clone(),
+                attributes: current.attributes.as_ref().map(Value::to_string),
+                ..recorded(res)
+            })),
+            Change::Unchanged => Err(Step::Done(ResourceUpdate {
+                unchanged: true,
+                ..recorded(res)
+            })),
+            Change::Update { changed } => Ok((
+                Phase::Update,
+                format!("updating in place: {} changed", quoted(&changed)),
+            )),
+            Change::Replace { why, .. } => Ok((Phase::Replace, format!("replacing: {why}"))),
+            Change::Rejected { why } => Err(Step::Failed(why)),
+        })
+    }
+
+    /// A resource an earlier action left FAILED: is its object still there, and as it was
+    /// made? Gone: create it again. Drifted: replace it. Otherwise (or when the check itself
+    /// fails) the usual decision follows.
+    async fn check_failed(
+        &self,
+        job: &Claimed,
+        plan: &Plan,
+        current: &ResourceRow,
+        props: &Value,
+    ) -> Option<(Phase, String)> {
+        let (plugin, _) = self.inner.plugins.for_type(&current.type_name)?;
+        let ctx = self.context(plan, job, &current.type_name, Operation::Check, "check");
+        let applied: Value = current
+            .properties
+            .as_deref()
+            .and_then(|p| serde_json::from_str(p).ok())
+            .unwrap_or_else(|| props.clone());
+        match plugin.check(&ctx, &current_of(current), &applied).await {
+            Ok(report) if !report.exists => Some((
+                Phase::Create,
+                "creating again: it had failed and check found its object gone".into(),
+            )),
+            Ok(report) if !report.drifted.is_empty() => {
+                let names: Vec<String> = report.drifted.iter().map(|d| d.property.clone()).collect();
+                Some((
+                    Phase::Replace,
+                    format!(
+                        "replacing: it had failed and check found {} drifted",
+                        quoted(&names)
+                    ),
+                ))
+            }
+            Ok(_) => None,
+            Err(e) => {
+                tracing::info!(resource = %job.resource, "checking a failed resource failed: {e}");
+                None
+            }
+        }
+    }
+
+    /// Makes (or polls) the call of `phase` and says what became of it.
+    #[allow(clippy::too_many_arguments)]
+    async fn call(
+        &self,
+        job: &Claimed,
+        plan: &Plan,
+        res: &Resource,
+        current: &ResourceRow,
+        props: &Value,
+        phase: Phase,
+        polling: Option<Value>,
+    ) -> Result<Step, StoreError> {
+        let Some((plugin, _)) = self.inner.plugins.for_type(&res.served_type) else {
+            return Ok(Step::Failed(format!(
+                "no plugin serves the type {}",
+                res.served_type
+            )));
+        };
+        let ctx = self.context(plan, job, &res.served_type, phase.operation(), phase.key());
+        let old_props: Value = current
+            .properties
+            .as_deref()
+            .and_then(|p| serde_json::from_str(p).ok())
+            .unwrap_or(Value::Null);
+        let cur = current_of(current);
+        let result: Result<Outcome, CallError> = match (&polling, phase) {
+            (Some(state), _) => {
+                self.reauthorized(job, plugin, || plugin.poll(&ctx, props, state))
+                    .await?
+            }
+            (None, Phase::Update) => {
+                let updated = self
+                    .reauthorized(job, plugin, || plugin.update(&ctx, &cur, &old_props, props))
+                    .await?;
+                match updated {
+                    Ok(UpdateOutcome::Done(d)) => Ok(Outcome::Done(d)),
+                    Ok(UpdateOutcome::Pending(p)) => Ok(Outcome::Pending(p)),
+                    Ok(UpdateOutcome::Replace { reason }) => {
+                        // The plugin knows better than the schema: replace after all.
+                        let why = format!("replacing: the plugin cannot update in place: {reason}");
+                        self.inner
+                            .store
+                            .job_started(job, &self.inner.id, "UPDATE", &why)
+                            .await?;
+                        return Box::pin(self.call(job, plan, res, current, props, Phase::Replace, None))
+                            .await;
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            (None, _) => {
+                self.reauthorized(job, plugin, || plugin.create(&ctx, props))
+                    .await?
+            }
+        };
+        Ok(match result {
+            Ok(Outcome::Done(d)) => {
+                let (action, why) = match phase {
+                    Phase::Create => ("CREATE", "state changed"),
+                    Phase::Update => ("UPDATE", "updated in place"),
+                    Phase::Replace => ("UPDATE", "replaced: the old object is deleted at cleanup"),
+                };
+                let mut u = applied(res, action, why, d, props);
+                if phase == Phase::Replace {
+                    u.retire_as = Some(format!("{}/replaced-{}", job.resource, job.traversal));
+                }
+                Step::Done(u)
+            }
+            Ok(Outcome::Pending(p)) => Step::Pending {
+                delay_ms: p.poll_after_ms,
+                state: serde_json::to_value(Polling {
+                    phase,
+                    state: p.state,
+                })
+                .expect("pending state serialises"),
+            },
+            Err(e) => {
+                self.after_error(job, plugin.name(), &res.served_type, phase.operation(), e)
+                    .await?
+            }
+        })
+    }
+}
