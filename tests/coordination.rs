@@ -129,9 +129,7 @@ async fn a_rescued_job_refuses_its_old_holders_writes() {
             status: "COMPLETE".into(),
             reason: "late".into(),
             physical_id: Some("stale".into()),
-            state: None,
-            attributes: None,
-            properties: None,
+            ..Default::default()
         };
         assert!(
             matches!(

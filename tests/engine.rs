@@ -331,6 +331,7 @@ async fn one_action_per_stack() {
             template_text: String::new(),
             environments: vec![],
             parameters: vec![],
+            options: Default::default(),
         };
         let again = engine.create_stack("busy", &stack, &sources);
         assert!(
@@ -359,9 +360,7 @@ async fn a_stale_lease_cannot_write() {
             status: "COMPLETE".into(),
             reason: "zombie".into(),
             physical_id: Some("zombie".into()),
-            state: None,
-            attributes: None,
-            properties: None,
+            ..Default::default()
         };
         let stale = store.finish(&a, "engine-a", &update).await;
         assert!(
@@ -408,6 +407,7 @@ async fn a_traversal_left_stalled_by_a_dead_engine_is_repaired() {
             state: Some("{}".into()),
             attributes: Some("{}".into()),
             properties: Some("{}".into()),
+            ..Default::default()
         };
         store.finish(&job, "dead-engine", &done).await.unwrap();
         assert_eq!(store.stalled().await.unwrap().len(), 1, "{}", db.name);

@@ -7,12 +7,12 @@ mod support;
 use std::time::{Duration, Instant};
 
 use kiln::config::{Config, EngineConfig};
-use kiln::engine::Engine;
+use kiln::engine::{Engine, OnFailure, StackOptions};
 use kiln::retry::RetryPolicies;
 use kiln::store::Store;
 use support::cloud::{FakeCloud, Inject};
 use support::db::backends;
-use support::stacks::{create, run, settle};
+use support::stacks::{create, create_with, run, settle};
 
 const RETRY: &str = r#"
 [retry.policies.quick]
@@ -440,7 +440,11 @@ async fn the_budget_caps_retries_under_a_total_outage() {
                   [retry.budget]\ncapacity = 5.0\nrefill_per_second = 20.0\n";
     let db = backends().await.remove(0);
     let e = engine_with(config, &db.url, &[format!("http://{}", server.addr())]).await;
-    let row = create(&e, "outage", &text).await;
+    // Every resource runs to its last attempt: a failure must not stop the others.
+    let options = StackOptions {
+        on_failure: OnFailure::Continue,
+    };
+    let row = create_with(&e, "outage", &text, options).await;
     let running = run(&e);
     let end = settle(e.store(), &row.id).await;
     running.shutdown().await;

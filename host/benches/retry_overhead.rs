@@ -68,6 +68,7 @@ async fn create(engine: &Engine, n: usize, fail_attempts: u32) -> f64 {
         template_text: text,
         environments: vec![],
         parameters: vec![],
+        options: Default::default(),
     };
     let t = Instant::now();
     let row = engine

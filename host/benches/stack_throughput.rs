@@ -66,6 +66,7 @@ async fn run(backend: &str, url: &str, plugins: Arc<PluginSet>, n: usize) {
         template_text: text,
         environments: vec![],
         parameters: vec![],
+        options: Default::default(),
     };
     let t = Instant::now();
     let row = engine

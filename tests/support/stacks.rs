@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kiln::config::Config;
-use kiln::engine::{Engine, Sources};
+use kiln::engine::{Engine, Sources, StackOptions};
 use kiln::registry::PluginSet;
 use kiln::store::{StackRow, Store};
 use kiln::template::{self, SourceFile};
@@ -62,14 +62,30 @@ pub fn validate(text: &str, engine: &Engine) -> template::Stack {
 }
 
 pub async fn create(engine: &Engine, name: &str, text: &str) -> StackRow {
+    create_with(engine, name, text, StackOptions::default()).await
+}
+
+pub async fn create_with(
+    engine: &Engine,
+    name: &str,
+    text: &str,
+    options: StackOptions,
+) -> StackRow {
     let stack = validate(text, engine);
-    let sources = Sources {
+    engine
+        .create_stack(name, &stack, &sources(text, options))
+        .await
+        .unwrap()
+}
+
+fn sources(text: &str, options: StackOptions) -> Sources {
+    Sources {
         template: "test.yaml".into(),
         template_text: text.into(),
         environments: vec![],
         parameters: vec![],
-    };
-    engine.create_stack(name, &stack, &sources).await.unwrap()
+        options,
+    }
 }
 
 /// Waits until the stack's current action ends.
@@ -87,4 +103,13 @@ pub async fn settle(store: &Store, id: &str) -> StackRow {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Starts updating the stack `name` to the template `text`.
+pub async fn update(engine: &Engine, name: &str, text: &str) -> StackRow {
+    let stack = validate(text, engine);
+    engine
+        .update_stack(name, &stack, &sources(text, StackOptions::default()))
+        .await
+        .unwrap()
 }

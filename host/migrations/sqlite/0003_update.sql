@@ -9,3 +9,8 @@ ALTER TABLE stacks ADD COLUMN previous_sources TEXT;
 ALTER TABLE resources ADD COLUMN requires TEXT;
 -- Delete | Retain, as last applied.
 ALTER TABLE resources ADD COLUMN deletion_policy TEXT;
+
+-- What a resource failure does to the rest of the action: `stop` starts nothing new (running
+-- work finishes and is recorded), `continue` goes on with every branch that does not need
+-- the failed resource.
+ALTER TABLE stacks ADD COLUMN on_failure TEXT NOT NULL DEFAULT 'stop';

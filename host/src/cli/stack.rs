@@ -17,7 +17,7 @@ use super::table::render;
 use super::validate::{TemplateArgs, key_value};
 use super::{Failure, Format, exit};
 use crate::config::Config;
-use crate::engine::{Engine, PlannedChange, Sources, StoredResolver};
+use crate::engine::{Engine, OnFailure, PlannedChange, Sources, StackOptions, StoredResolver};
 use crate::registry::PluginSet;
 use crate::retry::RetryPolicies;
 use crate::store::{EventRow, StackRow, Store, StoreError, format_ms};
@@ -33,6 +33,10 @@ pub enum StackCommand {
         /// Return once the stack is stored; `kiln engine` (or any waiting command) does the work.
         #[arg(long)]
         no_wait: bool,
+        /// What a resource failure does to the rest of an action: `stop` starts nothing new
+        /// (running work finishes), `continue` goes on with what does not need it.
+        #[arg(long, value_enum, default_value_t)]
+        on_failure: OnFailure,
         #[arg(long, value_enum, default_value_t)]
         format: Format,
     },
@@ -124,6 +128,9 @@ pub struct UpdateArgs {
     /// Start from what the stack was made from (template, environments, parameters).
     #[arg(long)]
     existing: bool,
+    /// Change what a resource failure does (`stop` or `continue`); kept when not given.
+    #[arg(long, value_enum)]
+    on_failure: Option<OnFailure>,
 }
 
 #[derive(Subcommand)]
@@ -179,10 +186,12 @@ pub async fn run_stack(cmd: StackCommand, config: &Config) -> Result<(), Failure
             name,
             template,
             no_wait,
+            on_failure,
             format,
         } => {
             let engine = engine(config).await?;
-            let (stack, sources) = load_template(&template, engine.plugins())?;
+            let (stack, mut sources) = load_template(&template, engine.plugins())?;
+            sources.options.on_failure = on_failure;
             let row = engine
                 .create_stack(&name, &stack, &sources)
                 .await
@@ -403,6 +412,7 @@ fn load_template(
         template_text: file.text,
         environments: environments.into_iter().map(|e| (e.name, e.text)).collect(),
         parameters: args.parameters.clone(),
+        options: StackOptions::default(),
     };
     Ok((stack, sources))
 }
@@ -418,11 +428,12 @@ async fn update_sources(
         SourceFile::read(p)
             .map_err(|e| Failure::new(exit::BAD_INPUT, format!("cannot read {}: {e}", p.display())))
     };
-    let stored = if args.existing {
-        Some(engine.sources(row).await.map_err(store_failure)?)
-    } else {
-        None
-    };
+    let current = engine.sources(row).await.map_err(store_failure)?;
+    let mut options = current.options.clone();
+    if let Some(on_failure) = args.on_failure {
+        options.on_failure = on_failure;
+    }
+    let stored = args.existing.then_some(current);
     let file = match (&args.template, &stored) {
         (Some(path), _) => read(path)?,
         (None, Some(s)) => SourceFile {
@@ -463,6 +474,7 @@ async fn update_sources(
         template_text: file.text,
         environments: environments.into_iter().map(|e| (e.name, e.text)).collect(),
         parameters,
+        options,
     };
     Ok((stack, sources))
 }

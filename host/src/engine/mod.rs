@@ -58,6 +58,38 @@ pub struct Sources {
     pub template_text: String,
     pub environments: Vec<(String, String)>,
     pub parameters: Vec<(String, String)>,
+    /// Absent in stacks stored before options existed: the defaults.
+    #[serde(default)]
+    pub options: StackOptions,
+}
+
+/// How a stack's actions behave, chosen at create and changeable by an update.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StackOptions {
+    #[serde(default)]
+    pub on_failure: OnFailure,
+}
+
+/// What a resource failure does to the rest of an action.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum OnFailure {
+    /// Start nothing new; running work finishes and is recorded (Heat's behaviour).
+    #[default]
+    Stop,
+    /// Go on with every branch that does not need the failed resource.
+    Continue,
+}
+
+impl OnFailure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnFailure::Stop => "stop",
+            OnFailure::Continue => "continue",
+        }
+    }
 }
 
 impl Engine {
@@ -115,6 +147,7 @@ impl Engine {
         let new = NewStack {
             id: new_id(),
             name: name.to_string(),
+            on_failure: sources.options.on_failure.as_str().into(),
             template: serde_json::to_string(stack).expect("a stack serialises"),
             sources: serde_json::to_string(sources).expect("sources serialise"),
             resources: stack
@@ -165,6 +198,7 @@ impl Engine {
         let update = StackUpdate {
             template: serde_json::to_string(stack).expect("a stack serialises"),
             sources: serde_json::to_string(sources).expect("sources serialise"),
+            on_failure: Some(sources.options.on_failure.as_str().into()),
             resources: stack
                 .in_order()
                 .map(|r| NewResource {

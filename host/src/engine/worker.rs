@@ -106,6 +106,11 @@ impl Engine {
         // After the commit (see store/jobs.rs): what this made ready, and maybe the end.
         let traversal_op = row.action.to_ascii_lowercase();
         let made = if update.status == "FAILED" {
+            if row.on_failure != "continue" {
+                store
+                    .stop_after_failure(&job.stack_id, job.traversal, engine)
+                    .await?;
+            }
             0
         } else {
             match job.operation.as_str() {

@@ -466,8 +466,8 @@ impl Store {
     }
 
     /// Makes a job for each candidate whose prerequisites are all done in this traversal, as
-    /// long as the traversal runs and nothing in it failed (after a failure, no new work
-    /// starts). Returns how many jobs it made. In an update a prerequisite is done whatever it
+    /// long as the traversal runs and (unless the stack's `on_failure` is `continue`) nothing
+    /// in it failed. Returns how many jobs it made. In an update a prerequisite is done whatever it
     /// needed (created, updated, replaced, or found unchanged).
     pub async fn schedule_ready(
         &self,
@@ -494,8 +494,10 @@ impl Store {
                 "INSERT INTO jobs (stack_id, resource, traversal, operation, due_at, created_at)
                  SELECT $1, $2, $3, $4, NOW_MS, NOW_MS
                  WHERE EXISTS (SELECT 1 FROM stacks WHERE id = $1 AND traversal = $3 AND status = 'IN_PROGRESS'
-                               AND cancel_requested_at IS NULL)
-                   AND NOT EXISTS (SELECT 1 FROM resources WHERE stack_id = $1 AND traversal = $3 AND status = 'FAILED')
+                               AND cancel_requested_at IS NULL
+                               AND (on_failure = 'continue'
+                                    OR NOT EXISTS (SELECT 1 FROM resources WHERE stack_id = $1 AND traversal = $3
+                                                   AND status = 'FAILED')))
                    AND NOT EXISTS (SELECT 1 FROM resources WHERE stack_id = $1 AND name = $2 AND traversal = $3)
                    {prerequisites}
                  ON CONFLICT (stack_id, resource, traversal) DO NOTHING"

@@ -20,6 +20,9 @@ pub struct StackRow {
     /// Set while a cancel of the current action is under way.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cancel_requested_at: Option<i64>,
+    /// `stop` (nothing new starts after a resource fails) or `continue` (branches that do
+    /// not need the failed resource go on).
+    pub on_failure: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -70,6 +73,8 @@ pub struct NewResource {
 pub struct StackUpdate {
     pub template: String,
     pub sources: String,
+    /// A new `on_failure`, if it changes.
+    pub on_failure: Option<String>,
     /// Every resource of the new template (rows are made for those the stack lacks).
     pub resources: Vec<NewResource>,
 }
@@ -77,13 +82,14 @@ pub struct StackUpdate {
 pub struct NewStack {
     pub id: String,
     pub name: String,
+    pub on_failure: String,
     pub template: String,
     pub sources: String,
     pub resources: Vec<NewResource>,
 }
 
 /// The stack's header: everything but the (large) template, which `stack_template` reads.
-const STACK_COLUMNS: &str = "id, name, action, status, status_reason, traversal, created_at, updated_at, cancel_requested_at";
+const STACK_COLUMNS: &str = "id, name, action, status, status_reason, traversal, created_at, updated_at, cancel_requested_at, on_failure";
 
 fn stack_row(r: &AnyRow) -> Result<StackRow> {
     Ok(StackRow {
@@ -96,6 +102,7 @@ fn stack_row(r: &AnyRow) -> Result<StackRow> {
         created_at: r.try_get(6)?,
         updated_at: r.try_get(7)?,
         cancel_requested_at: r.try_get(8)?,
+        on_failure: r.try_get(9)?,
     })
 }
 
@@ -123,14 +130,16 @@ impl Store {
             .collect();
         let done = new.resources.is_empty();
         sqlx::query(self.sql(
-            "INSERT INTO stacks (id, name, action, status, template, sources, traversal, created_at, updated_at)
-             VALUES ($1, $2, 'CREATE', $3, $4, $5, 1, NOW_MS, NOW_MS)",
+            "INSERT INTO stacks (id, name, action, status, template, sources, traversal, created_at, updated_at,
+                                 on_failure)
+             VALUES ($1, $2, 'CREATE', $3, $4, $5, 1, NOW_MS, NOW_MS, $6)",
         ))
         .bind(&new.id)
         .bind(&new.name)
         .bind(if done { "COMPLETE" } else { "IN_PROGRESS" })
         .bind(&new.template)
         .bind(&new.sources)
+        .bind(&new.on_failure)
         .execute(&mut *tx)
         .await?;
         for chunk in new.resources.chunks(CHUNK) {
@@ -242,12 +251,14 @@ impl Store {
         let n = sqlx::query(self.sql(
             "UPDATE stacks SET previous_template = template, previous_sources = sources, template = $2,
                     sources = $3, action = 'UPDATE', status = 'IN_PROGRESS', status_reason = '',
-                    traversal = traversal + 1, cancel_requested_at = NULL, updated_at = NOW_MS
+                    traversal = traversal + 1, cancel_requested_at = NULL, updated_at = NOW_MS,
+                    on_failure = COALESCE($4, on_failure)
              WHERE id = $1 AND deleted_at IS NULL",
         ))
         .bind(stack_id)
         .bind(&update.template)
         .bind(&update.sources)
+        .bind(&update.on_failure)
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -324,39 +335,9 @@ impl Store {
                 _ => Err(StoreError::NothingToCancel(row.name)),
             };
         };
-        let dropped: Vec<(String, i64)> = sqlx::query_as(
-            "DELETE FROM jobs WHERE stack_id = $1 AND traversal = $2
-               AND lease_owner IS NULL AND pending_state IS NULL
-             RETURNING resource, attempt",
-        )
-        .bind(stack_id)
-        .bind(traversal)
-        .fetch_all(&mut *tx)
-        .await?;
-        for (resource, attempt) in dropped.iter().filter(|(_, a)| *a > 1) {
-            // Waiting for a retry: its last attempt failed, and now it will not run again.
-            let reason = format!("cancelled while waiting to retry (attempt {attempt})");
-            sqlx::query(self.sql(
-                "UPDATE resources SET status = 'FAILED', status_reason = $3, updated_at = NOW_MS
-                 WHERE stack_id = $1 AND name = $2",
-            ))
-            .bind(stack_id)
-            .bind(resource)
-            .bind(&reason)
-            .execute(&mut *tx)
+        let dropped = self
+            .drop_unstarted(&mut tx, stack_id, traversal, &action, "cancelled", engine)
             .await?;
-            self.event(
-                &mut tx,
-                stack_id,
-                Some(resource),
-                &action,
-                "FAILED",
-                &reason,
-                None,
-                engine,
-            )
-            .await?;
-        }
         let reason = format!(
             "Stack {action} cancel requested: {} jobs not started were dropped; running ones finish",
             dropped.len()
@@ -377,6 +358,89 @@ impl Store {
         self.try_finish_traversal(stack_id, traversal, &operation, engine)
             .await?;
         self.find_stack(stack_id).await
+    }
+
+    /// After a resource failed in a stack whose `on_failure` is `stop`: drops the traversal's
+    /// jobs that have not started (and those waiting to retry), so that nothing new starts;
+    /// running calls and polled long operations finish and are recorded. Returns how many
+    /// jobs it dropped; then `try_finish_traversal` may end the action.
+    pub async fn stop_after_failure(
+        &self,
+        stack_id: &str,
+        traversal: i64,
+        engine: &str,
+    ) -> Result<usize> {
+        let mut tx = self.begin().await?;
+        let action: Option<(String,)> = sqlx::query_as(
+            "SELECT action FROM stacks WHERE id = $1 AND traversal = $2 AND status = 'IN_PROGRESS'",
+        )
+        .bind(stack_id)
+        .bind(traversal)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((action,)) = action else {
+            tx.commit().await?;
+            return Ok(0);
+        };
+        let dropped = self
+            .drop_unstarted(
+                &mut tx,
+                stack_id,
+                traversal,
+                &action,
+                "stopped after another resource failed (on_failure: stop)",
+                engine,
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(dropped.len())
+    }
+
+    /// Deletes the traversal's jobs that are not running: not started yet, or waiting to
+    /// retry (whose resource then fails, saying `why` it will not run again).
+    async fn drop_unstarted(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        stack_id: &str,
+        traversal: i64,
+        action: &str,
+        why: &str,
+        engine: &str,
+    ) -> Result<Vec<(String, i64)>> {
+        let dropped: Vec<(String, i64)> = sqlx::query_as(
+            "DELETE FROM jobs WHERE stack_id = $1 AND traversal = $2
+               AND lease_owner IS NULL AND pending_state IS NULL
+             RETURNING resource, attempt",
+        )
+        .bind(stack_id)
+        .bind(traversal)
+        .fetch_all(&mut **tx)
+        .await?;
+        for (resource, attempt) in dropped.iter().filter(|(_, a)| *a > 1) {
+            // Waiting for a retry: its last attempt failed, and now it will not run again.
+            let reason = format!("{why} while waiting to retry (attempt {attempt})");
+            sqlx::query(self.sql(
+                "UPDATE resources SET status = 'FAILED', status_reason = $3, updated_at = NOW_MS
+                 WHERE stack_id = $1 AND name = $2",
+            ))
+            .bind(stack_id)
+            .bind(resource)
+            .bind(&reason)
+            .execute(&mut **tx)
+            .await?;
+            self.event(
+                tx,
+                stack_id,
+                Some(resource),
+                action,
+                "FAILED",
+                &reason,
+                None,
+                engine,
+            )
+            .await?;
+        }
+        Ok(dropped)
     }
 
     /// Takes the stack lock, or reports who holds it.
