@@ -230,3 +230,198 @@ async fn update_leaves_updates_replaces_and_removes_as_the_schema_says_and_previ
         db.cleanup().await;
     }
 }
+
+fn many(n: usize, broken: Option<usize>) -> String {
+    let mut text = HEAD.to_string();
+    for i in 0..n {
+        let fail = if Some(i) == broken { ", fail: true" } else { "" };
+        text += &format!(
+            "  r{i:03}:\n    type: OS::Heat::TestResource\n    properties: {{value: v{i}{fail}}}\n"
+        );
+    }
+    text
+}
+
+/// Rows as `ACTION_STATUS` and physical id, by name.
+async fn states(store: &Store, id: &str) -> HashMap<String, (String, Option<String>)> {
+    store
+        .resources(id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.name, (format!("{}_{}", r.action, r.status), r.physical_id)))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_create_is_finished_by_an_update_that_redoes_nothing_that_worked() {
+    for db in backends().await {
+        let run = start(&db.url, &[], 8).await;
+        let store = run.engine.store().clone();
+        // Resource #250 of 500 fails: what runs beside it finishes, nothing new starts.
+        let row = create(&run.engine, "big", &many(500, Some(250))).await;
+        let failed = settle(&store, &row.id).await;
+        assert_eq!(failed.status, "FAILED", "{}", db.name);
+        assert!(failed.status_reason.contains("r250"), "{}", failed.status_reason);
+        let before = states(&store, &row.id).await;
+        assert_eq!(before["r250"].0, "CREATE_FAILED");
+        let complete: Vec<&String> = before
+            .iter()
+            .filter(|(_, (s, _))| s == "CREATE_COMPLETE")
+            .map(|(n, _)| n)
+            .collect();
+        let not_started = before.values().filter(|(s, _)| s == "INIT_COMPLETE").count();
+        assert!(
+            complete.len() >= 250 && not_started >= 100,
+            "{}: {} complete, {not_started} not started (on_failure: stop)",
+            db.name,
+            complete.len()
+        );
+        assert_eq!(complete.len() + not_started + 1, 500, "{}", db.name);
+
+        // The template fixed: only the failed and the missing ones are worked on.
+        update(&run.engine, "big", &many(500, None)).await;
+        let done = settle(&store, &row.id).await;
+        assert_eq!(done.status, "COMPLETE", "{}: {}", db.name, done.status_reason);
+        let after = states(&store, &row.id).await;
+        for name in &complete {
+            assert_eq!(after[*name], before[*name], "{}: {name} was left alone", db.name);
+        }
+        assert!(after.values().all(|(s, _)| s == "CREATE_COMPLETE"), "{}", db.name);
+        let touched: Vec<String> = current_action_events(&store, &row.id)
+            .await
+            .into_iter()
+            .filter(|e| e.status == "IN_PROGRESS")
+            .filter_map(|e| e.resource)
+            .collect();
+        assert_eq!(touched.len(), not_started + 1, "{}: {touched:?}", db.name);
+        assert!(touched.iter().all(|n| !complete.contains(&n)));
+        run.shutdown().await;
+        db.cleanup().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_failure_continue_finishes_every_branch_that_does_not_need_the_failure() {
+    use kiln::engine::{OnFailure, StackOptions};
+    for db in backends().await {
+        let run = start(&db.url, &[], 4).await;
+        let store = run.engine.store().clone();
+        let text = format!(
+            "{}  child:\n    type: OS::Heat::TestResource\n    properties: {{value: {{get_attr: [r005, output]}}}}\n",
+            many(40, Some(5))
+        );
+        let options = StackOptions {
+            on_failure: OnFailure::Continue,
+        };
+        let row = support::stacks::create_with(&run.engine, "wide", &text, options).await;
+        let failed = settle(&store, &row.id).await;
+        assert_eq!(failed.status, "FAILED", "{}", db.name);
+        let states = states(&store, &row.id).await;
+        let complete = states.values().filter(|(s, _)| s == "CREATE_COMPLETE").count();
+        assert_eq!(complete, 39, "{}: every independent branch went on", db.name);
+        assert_eq!(states["child"].0, "INIT_COMPLETE", "{}: its dependent did not", db.name);
+        run.shutdown().await;
+        db.cleanup().await;
+    }
+}
+
+/// A stack whose resource `tweak` failed an in-place update (the cloud refused the PUT).
+async fn failed_update(run: &Running, cloud: &FakeCloud, name: &str) -> (String, String) {
+    let base = cloud.rule();
+    let text = |size: u32| {
+        [
+            HEAD.to_string(),
+            http("keep", "things", "{name: keep}"),
+            http("tweak", "things", &format!("{{name: tweak, size: {size}}}")),
+        ]
+        .concat()
+        .replace("BASE", &base)
+    };
+    let store = run.engine.store();
+    let row = create(&run.engine, name, &text(1)).await;
+    assert_eq!(settle(store, &row.id).await.status, "COMPLETE");
+    cloud.inject(support::cloud::Inject::Status(400));
+    update(&run.engine, name, &text(2)).await;
+    let failed = settle(store, &row.id).await;
+    assert_eq!(failed.status, "FAILED");
+    let rows = store.resources(&row.id).await.unwrap();
+    let tweak = rows.iter().find(|r| r.name == "tweak").unwrap();
+    assert_eq!(format!("{}_{}", tweak.action, tweak.status), "UPDATE_FAILED");
+    let id = tweak.attributes.as_ref().unwrap()["id"].as_str().unwrap().to_string();
+    (row.id, id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_checks_a_failed_resource_then_updates_replaces_or_recreates_it() {
+    for db in backends().await {
+        let cloud = FakeCloud::start().await;
+        let run = start(&db.url, &[cloud.rule()], 4).await;
+        let store = run.engine.store().clone();
+        let http_client = reqwest::Client::new();
+        for case in ["intact", "drifted", "gone"] {
+            let (stack, id) = failed_update(&run, &cloud, case).await;
+            let item = format!("/things/{id}");
+            match case {
+                "drifted" => cloud.set_field(&id, "name", "changed by hand".into()),
+                "gone" => {
+                    let url = format!("{}{item}", cloud.rule());
+                    http_client.delete(url).send().await.unwrap();
+                }
+                _ => {}
+            }
+            let seen = cloud.server().requests().len();
+            run.engine.resume_stack(case).await.unwrap();
+            let done = settle(&store, &stack).await;
+            assert_eq!(done.status, "COMPLETE", "{} {case}: {}", db.name, done.status_reason);
+            let requests: Vec<RequestRecord> = cloud.server().requests()[seen..].to_vec();
+            let calls: Vec<String> = requests
+                .iter()
+                .map(|r| {
+                    let path = if r.path == item { "ITEM" } else { r.path.as_str() };
+                    format!("{} {path}", r.method)
+                })
+                .collect();
+            let expected: &[&str] = match case {
+                // Checked (GET), found as it was: the update runs again.
+                "intact" => &["GET ITEM", "PUT ITEM"],
+                // Found changed behind Kiln's back: a new object, the old one deleted last.
+                "drifted" => &["GET ITEM", "POST /things", "DELETE ITEM"],
+                // Found gone: created again, nothing to delete.
+                _ => &["GET ITEM", "POST /things"],
+            };
+            assert_eq!(calls, expected, "{} {case}", db.name);
+            let rows = store.resources(&stack).await.unwrap();
+            assert!(rows.iter().all(|r| r.status == "COMPLETE" && !r.name.contains('/')));
+        }
+        run.shutdown().await;
+        db.cleanup().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_update_while_one_runs_is_refused_naming_the_first() {
+    for db in backends().await {
+        let run = start(&db.url, &[], 2).await;
+        let store = run.engine.store().clone();
+        let slow = "heat_template_version: 2021-04-16\nresources:\n  a:\n    type: OS::Heat::TestResource\n    properties: {value: VALUE, wait_secs: 2}\n";
+        let row = create(&run.engine, "busy", &slow.replace("VALUE", "one")).await;
+        assert_eq!(settle(&store, &row.id).await.status, "COMPLETE");
+        update(&run.engine, "busy", &slow.replace("VALUE", "two")).await;
+        let stack = validate(&slow.replace("VALUE", "three"), &run.engine);
+        let sources = run.engine.sources(&row).await.unwrap();
+        let second = run.engine.update_stack("busy", &stack, &sources).await;
+        match second {
+            Err(kiln::store::StoreError::ActionInProgress { action, .. }) => {
+                assert_eq!(action, "UPDATE", "{}", db.name)
+            }
+            other => panic!("{}: expected ActionInProgress, got {other:?}", db.name),
+        }
+        let done = settle(&store, &row.id).await;
+        assert_eq!(done.status, "COMPLETE");
+        let a = &store.resources(&row.id).await.unwrap()[0];
+        assert_eq!(a.attributes.as_ref().unwrap()["output"], "two", "{}", db.name);
+        run.shutdown().await;
+        db.cleanup().await;
+    }
+}
