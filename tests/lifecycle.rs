@@ -425,3 +425,70 @@ async fn a_second_update_while_one_runs_is_refused_naming_the_first() {
         db.cleanup().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_finds_drift_and_loss_and_the_next_update_repairs_them() {
+    for db in backends().await {
+        let cloud = FakeCloud::start().await;
+        let base = cloud.rule();
+        let run = start(&db.url, &[cloud.rule()], 4).await;
+        let store = run.engine.store().clone();
+        let text = [
+            HEAD.to_string(),
+            http("fine", "things", "{name: fine}"),
+            http("drifts", "things", "{name: drifts}"),
+            http("lost", "things", "{name: lost}"),
+        ]
+        .concat()
+        .replace("BASE", &base);
+        let row = create(&run.engine, "checked", &text).await;
+        assert_eq!(settle(&store, &row.id).await.status, "COMPLETE");
+        let old = ids(&store.resources(&row.id).await.unwrap());
+        cloud.set_field(&old["drifts"], "name", "edited by hand".into());
+        let lost = format!("{base}/things/{}", old["lost"]);
+        reqwest::Client::new().delete(lost).send().await.unwrap();
+
+        run.engine.check_stack("checked").await.unwrap();
+        let checked = settle(&store, &row.id).await;
+        assert_eq!(
+            (checked.action.as_str(), checked.status.as_str()),
+            ("CHECK", "FAILED"),
+            "{}",
+            db.name
+        );
+        let rows: HashMap<String, kiln::store::ResourceRow> = store
+            .resources(&row.id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.name.clone(), r))
+            .collect();
+        let status = |n: &str| format!("{}_{}", rows[n].action, rows[n].status);
+        assert_eq!(status("fine"), "CHECK_COMPLETE", "{}", db.name);
+        assert_eq!(status("drifts"), "CHECK_FAILED");
+        assert!(
+            rows["drifts"].status_reason.contains("body.name is \"edited by hand\""),
+            "{}",
+            rows["drifts"].status_reason
+        );
+        assert_eq!(status("lost"), "CHECK_FAILED");
+        assert_eq!(rows["lost"].status_reason, "its object is gone");
+
+        // The next update (here: resume, to the same template) repairs both; `fine` is left.
+        let seen = cloud.server().requests().len();
+        run.engine.resume_stack("checked").await.unwrap();
+        let done = settle(&store, &row.id).await;
+        assert_eq!(done.status, "COMPLETE", "{}: {}", db.name, done.status_reason);
+        let requests: Vec<RequestRecord> = cloud.server().requests()[seen..].to_vec();
+        assert!(requests.iter().all(|r| !r.path.ends_with(&old["fine"])));
+        assert_eq!(calls_on(&requests, "POST", "/things").len(), 2, "{}", db.name);
+        let old_drifted = format!("/things/{}", old["drifts"]);
+        assert_eq!(calls_on(&requests, "DELETE", &old_drifted).len(), 1);
+        assert_eq!(cloud.objects(), 3, "{}", db.name);
+
+        run.engine.check_stack("checked").await.unwrap();
+        assert_eq!(settle(&store, &row.id).await.status, "COMPLETE", "{}", db.name);
+        run.shutdown().await;
+        db.cleanup().await;
+    }
+}

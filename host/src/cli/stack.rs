@@ -81,6 +81,13 @@ pub enum StackCommand {
         #[arg(long)]
         no_wait: bool,
     },
+    /// Check every resource against reality (plugin `check`) and wait: one that is gone or
+    /// has drifted ends CHECK_FAILED (exit 1); `stack update` or `stack resume` repairs it.
+    Check {
+        name: String,
+        #[arg(long)]
+        no_wait: bool,
+    },
     /// Cancel the action in progress: nothing new starts on any engine, running calls finish
     /// and are recorded, and the action ends FAILED ("cancelled").
     Cancel { name: String },
@@ -245,6 +252,15 @@ pub async fn run_stack(cmd: StackCommand, config: &Config) -> Result<(), Failure
         StackCommand::Delete { name, no_wait } => {
             let engine = engine(config).await?;
             let row = engine.delete_stack(&name).await.map_err(store_failure)?;
+            if no_wait {
+                println!("{} {}_{}", row.name, row.action, row.status);
+                return Ok(());
+            }
+            finished(&wait(&engine, &row).await?)
+        }
+        StackCommand::Check { name, no_wait } => {
+            let engine = engine(config).await?;
+            let row = engine.check_stack(&name).await.map_err(store_failure)?;
             if no_wait {
                 println!("{} {}_{}", row.name, row.action, row.status);
                 return Ok(());

@@ -179,7 +179,23 @@ impl Engine {
         let row = self
             .inner
             .store
-            .begin_delete(&row.id, &ready, &self.inner.id)
+            .begin_traversal(&row.id, "DELETE", &ready, &self.inner.id)
+            .await?;
+        self.inner.wake.notify_waiters();
+        Ok(row)
+    }
+
+    /// Starts checking every resource of a stack against reality (plugin `check`): one that
+    /// is gone or has drifted from its properties ends CHECK_FAILED, and the stack with it;
+    /// a later update or resume repairs such resources.
+    pub async fn check_stack(&self, name_or_id: &str) -> Result<StackRow, StoreError> {
+        let row = self.inner.store.find_stack(name_or_id).await?;
+        let rows = self.inner.store.resources(&row.id).await?;
+        let all: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
+        let row = self
+            .inner
+            .store
+            .begin_traversal(&row.id, "CHECK", &all, &self.inner.id)
             .await?;
         self.inner.wake.notify_waiters();
         Ok(row)
@@ -250,8 +266,8 @@ impl Engine {
         }
         let template = self.inner.store.stack_template(&row.id).await?;
         let mut plan = Plan::parse(row, &template)?;
-        if row.action == "DELETE" {
-            // The rows to delete are fixed when the delete starts.
+        if row.action == "DELETE" || row.action == "CHECK" {
+            // The rows to delete (or check) are fixed when the action starts.
             let rows = self.inner.store.resources(&row.id).await?;
             plan.removal = Some(plan.removal_of(&rows));
         }
@@ -456,6 +472,8 @@ impl Engine {
             .filter_map(|name| {
                 let after = if operation == "delete" {
                     plan.removal.as_ref()?.after(name)
+                } else if operation == "check" {
+                    &[]
                 } else {
                     plan.stack.resource(name)?.depends_on.as_slice()
                 };
@@ -502,7 +520,7 @@ impl Engine {
         traversal: i64,
         operation: &str,
     ) -> Result<u64, StoreError> {
-        let made = if operation == "delete" {
+        let made = if operation == "delete" || operation == "check" {
             let all: Vec<&str> = plan.removal.iter().flat_map(Removal::names).collect();
             self.schedule(plan, traversal, operation, &all).await?
         } else {

@@ -106,7 +106,8 @@ impl Engine {
         // After the commit (see store/jobs.rs): what this made ready, and maybe the end.
         let traversal_op = row.action.to_ascii_lowercase();
         let made = if update.status == "FAILED" {
-            if row.on_failure != "continue" {
+            // A check goes on: it reports on every resource.
+            if row.on_failure != "continue" && job.operation != "check" {
                 store
                     .stop_after_failure(&job.stack_id, job.traversal, engine)
                     .await?;
@@ -120,6 +121,7 @@ impl Engine {
                     self.schedule(&plan, job.traversal, "delete", &next).await?
                 }
                 "cleanup" => self.schedule_cleanup(&plan, job.traversal).await?,
+                "check" => 0,
                 op => {
                     let next: Vec<&str> = plan
                         .dependents(&job.resource)
@@ -171,6 +173,7 @@ impl Engine {
         match job.operation.as_str() {
             "delete" | "cleanup" => self.step_delete(job, plan).await,
             "update" => self.step_update(job, plan).await,
+            "check" => self.step_check(job, plan).await,
             _ => self.step_create(job, plan).await,
         }
     }
@@ -264,6 +267,62 @@ impl Engine {
             },
             Err(e) => {
                 self.after_error(job, plugin.name(), &type_name, Operation::Delete, e)
+                    .await?
+            }
+        })
+    }
+
+    /// Observes the row's object (plugin `check`): COMPLETE with fresh attributes when it
+    /// exists as made; FAILED when it is gone or drifted, saying how.
+    async fn step_check(&self, job: &Claimed, plan: &Plan) -> Result<Step, StoreError> {
+        let rows = self
+            .inner
+            .store
+            .resources_named(&job.stack_id, &[job.resource.as_str()])
+            .await?;
+        let Some(current) = rows.first() else {
+            return Ok(Step::Failed("the resource has no row".into()));
+        };
+        if current.physical_id.is_none() && current.state.is_none() {
+            return Ok(Step::Failed("it was never created".into()));
+        }
+        let Some((plugin, _)) = self.inner.plugins.for_type(&current.type_name) else {
+            return Ok(Step::Failed(format!(
+                "no plugin serves the type {}",
+                current.type_name
+            )));
+        };
+        let props: Value = current
+            .properties
+            .as_deref()
+            .and_then(|p| serde_json::from_str(p).ok())
+            .unwrap_or(Value::Null);
+        let ctx = self.context(plan, job, &current.type_name, Operation::Check, "check");
+        let cur = current_of(current);
+        let result = self
+            .reauthorized(job, plugin, || plugin.check(&ctx, &cur, &props))
+            .await?;
+        Ok(match result {
+            Ok(report) if !report.exists => Step::Failed("its object is gone".into()),
+            Ok(report) if !report.drifted.is_empty() => {
+                let drift: Vec<String> = report
+                    .drifted
+                    .iter()
+                    .map(|d| format!("{} is {} (expected {})", d.property, d.actual, d.expected))
+                    .collect();
+                Step::Failed(format!("drifted: {}", drift.join("; ")))
+            }
+            Ok(report) => Step::Done(ResourceUpdate {
+                action: "CHECK".into(),
+                status: "COMPLETE".into(),
+                reason: "it exists as made".into(),
+                physical_id: current.physical_id.clone(),
+                state: current.state.clone(),
+                attributes: Some(Value::Object(report.attributes).to_string()),
+                ..ResourceUpdate::default()
+            }),
+            Err(e) => {
+                self.after_error(job, plugin.name(), &current.type_name, Operation::Check, e)
                     .await?
             }
         })

@@ -674,6 +674,7 @@ pub fn action_of(operation: &str) -> &'static str {
     match operation {
         "delete" | "cleanup" => "DELETE",
         "update" => "UPDATE",
+        "check" => "CHECK",
         _ => "CREATE",
     }
 }

@@ -188,32 +188,36 @@ impl Store {
         Ok(row)
     }
 
-    /// Starts the DELETE traversal with jobs for `ready`: the resources nothing depends on.
-    pub async fn begin_delete(
+    /// Starts a DELETE traversal (jobs for `ready`: the rows nothing depends on) or a CHECK
+    /// traversal (jobs for every row), under the stack lock.
+    pub async fn begin_traversal(
         &self,
         stack_id: &str,
+        action: &str,
         ready: &[&str],
         engine: &str,
     ) -> Result<StackRow> {
+        let operation = action.to_ascii_lowercase();
         let mut tx = self.begin().await?;
-        self.lock(&mut tx, stack_id, "DELETE", engine).await?;
+        self.lock(&mut tx, stack_id, action, engine).await?;
         let (traversal,): (i64,) = sqlx::query_as(self.sql(
-            "UPDATE stacks SET action = 'DELETE', status = 'IN_PROGRESS', status_reason = '', traversal = traversal + 1,
+            "UPDATE stacks SET action = $2, status = 'IN_PROGRESS', status_reason = '', traversal = traversal + 1,
                     cancel_requested_at = NULL, updated_at = NOW_MS
              WHERE id = $1 RETURNING traversal",
         ))
         .bind(stack_id)
+        .bind(action)
         .fetch_one(&mut *tx)
         .await?;
-        self.insert_jobs(&mut tx, stack_id, traversal, "delete", ready)
+        self.insert_jobs(&mut tx, stack_id, traversal, &operation, ready)
             .await?;
         self.event(
             &mut tx,
             stack_id,
             None,
-            "DELETE",
+            action,
             "IN_PROGRESS",
-            "Stack DELETE started",
+            &format!("Stack {action} started"),
             None,
             engine,
         )
@@ -223,9 +227,9 @@ impl Store {
                 &mut tx,
                 stack_id,
                 traversal,
-                "DELETE",
+                action,
                 true,
-                "Stack DELETE completed successfully",
+                &format!("Stack {action} completed successfully"),
                 engine,
             )
             .await?;
