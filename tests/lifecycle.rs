@@ -66,9 +66,17 @@ fn before(base: &str) -> String {
         http("keep", "things", "{name: keep}"),
         http("tweak", "things", "{name: tweak, size: 1}"),
         http("swap", "things", "{name: swap}"),
-        http("user", "things", "{name: user, peer: {get_attr: [swap, id]}}"),
+        http(
+            "user",
+            "things",
+            "{name: user, peer: {get_attr: [swap, id]}}",
+        ),
         http("gone", "things", "{name: gone}"),
-        http("gone_child", "things", "{name: gone_child, parent: {get_attr: [gone, id]}}"),
+        http(
+            "gone_child",
+            "things",
+            "{name: gone_child, parent: {get_attr: [gone, id]}}",
+        ),
     ]
     .concat();
     text.replace("BASE", base)
@@ -83,7 +91,11 @@ fn after(base: &str) -> String {
         // `url` may not: a new object in the new collection, then the old one deleted.
         http("swap", "others", "{name: swap}"),
         // Unchanged itself, but it refers to the replacement: repointed in place.
-        http("user", "things", "{name: user, peer: {get_attr: [swap, id]}}"),
+        http(
+            "user",
+            "things",
+            "{name: user, peer: {get_attr: [swap, id]}}",
+        ),
         http("added", "things", "{name: added}"),
     ]
     .concat();
@@ -94,7 +106,10 @@ fn ids(store_rows: &[kiln::store::ResourceRow]) -> HashMap<String, String> {
     store_rows
         .iter()
         .map(|r| {
-            let id = r.attributes.as_ref().unwrap()["id"].as_str().unwrap().to_string();
+            let id = r.attributes.as_ref().unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_string();
             (r.name.clone(), id)
         })
         .collect()
@@ -115,14 +130,24 @@ async fn update_leaves_updates_replaces_and_removes_as_the_schema_says_and_previ
         let run = start(&db.url, &[cloud.rule()], 4).await;
         let store = run.engine.store().clone();
         let row = create(&run.engine, "web", &before(&base)).await;
-        assert_eq!(settle(&store, &row.id).await.status, "COMPLETE", "{}", db.name);
+        assert_eq!(
+            settle(&store, &row.id).await.status,
+            "COMPLETE",
+            "{}",
+            db.name
+        );
         let old = ids(&store.resources(&row.id).await.unwrap());
         let seen = cloud.server().requests().len();
 
         // The preview calls nothing and says what will happen, and why.
         let new = validate(&after(&base), &run.engine);
         let (_, plan) = run.engine.preview("web", &new).await.unwrap();
-        assert_eq!(cloud.server().requests().len(), seen, "{}: preview made a call", db.name);
+        assert_eq!(
+            cloud.server().requests().len(),
+            seen,
+            "{}: preview made a call",
+            db.name
+        );
         let planned: BTreeMap<String, String> = plan
             .iter()
             .map(|c| (c.resource.clone(), c.action.clone()))
@@ -145,7 +170,10 @@ async fn update_leaves_updates_replaces_and_removes_as_the_schema_says_and_previ
         let user = plan.iter().find(|c| c.resource == "user").unwrap();
         assert_eq!(user.properties[0].name, "body");
         assert!(
-            user.properties[0].new.to_string().contains("known after apply"),
+            user.properties[0]
+                .new
+                .to_string()
+                .contains("known after apply"),
             "{:?}",
             user.properties
         );
@@ -170,7 +198,11 @@ async fn update_leaves_updates_replaces_and_removes_as_the_schema_says_and_previ
             db.name
         );
         did.insert("keep".into(), "unchanged".into());
-        assert_eq!(did, expected, "{}: the update did what the preview said", db.name);
+        assert_eq!(
+            did, expected,
+            "{}: the update did what the preview said",
+            db.name
+        );
 
         // Proven by the calls the cloud saw.
         let requests: Vec<RequestRecord> = cloud.server().requests()[seen..].to_vec();
@@ -182,9 +214,17 @@ async fn update_leaves_updates_replaces_and_removes_as_the_schema_says_and_previ
         );
         assert_eq!(calls_on(&requests, "PUT", &thing("tweak")).len(), 1);
         assert_eq!(calls_on(&requests, "POST", "/others").len(), 1);
-        assert_eq!(calls_on(&requests, "POST", "/things").len(), 1, "only `added`");
+        assert_eq!(
+            calls_on(&requests, "POST", "/things").len(),
+            1,
+            "only `added`"
+        );
         let now = ids(&store.resources(&row.id).await.unwrap());
-        assert_ne!(now["swap"], old["swap"], "{}: swap has a new object", db.name);
+        assert_ne!(
+            now["swap"], old["swap"],
+            "{}: swap has a new object",
+            db.name
+        );
         assert_eq!(now["keep"], old["keep"]);
         assert_eq!(now["tweak"], old["tweak"], "{}: updated in place", db.name);
         assert_eq!(
@@ -209,7 +249,12 @@ async fn update_leaves_updates_replaces_and_removes_as_the_schema_says_and_previ
         assert_eq!(cloud.objects(), 5, "{}: no object leaked", db.name);
         let mut names: Vec<String> = now.keys().cloned().collect();
         names.sort();
-        assert_eq!(names, ["added", "keep", "swap", "tweak", "user"], "{}", db.name);
+        assert_eq!(
+            names,
+            ["added", "keep", "swap", "tweak", "user"],
+            "{}",
+            db.name
+        );
 
         // A second update to the same template calls nothing and writes no resource event.
         let seen = cloud.server().requests().len();
@@ -234,7 +279,11 @@ async fn update_leaves_updates_replaces_and_removes_as_the_schema_says_and_previ
 fn many(n: usize, broken: Option<usize>) -> String {
     let mut text = HEAD.to_string();
     for i in 0..n {
-        let fail = if Some(i) == broken { ", fail: true" } else { "" };
+        let fail = if Some(i) == broken {
+            ", fail: true"
+        } else {
+            ""
+        };
         text += &format!(
             "  r{i:03}:\n    type: OS::Heat::TestResource\n    properties: {{value: v{i}{fail}}}\n"
         );
@@ -249,7 +298,12 @@ async fn states(store: &Store, id: &str) -> HashMap<String, (String, Option<Stri
         .await
         .unwrap()
         .into_iter()
-        .map(|r| (r.name, (format!("{}_{}", r.action, r.status), r.physical_id)))
+        .map(|r| {
+            (
+                r.name,
+                (format!("{}_{}", r.action, r.status), r.physical_id),
+            )
+        })
         .collect()
 }
 
@@ -262,7 +316,11 @@ async fn a_failed_create_is_finished_by_an_update_that_redoes_nothing_that_worke
         let row = create(&run.engine, "big", &many(500, Some(250))).await;
         let failed = settle(&store, &row.id).await;
         assert_eq!(failed.status, "FAILED", "{}", db.name);
-        assert!(failed.status_reason.contains("r250"), "{}", failed.status_reason);
+        assert!(
+            failed.status_reason.contains("r250"),
+            "{}",
+            failed.status_reason
+        );
         let before = states(&store, &row.id).await;
         assert_eq!(before["r250"].0, "CREATE_FAILED");
         let complete: Vec<&String> = before
@@ -270,7 +328,10 @@ async fn a_failed_create_is_finished_by_an_update_that_redoes_nothing_that_worke
             .filter(|(_, (s, _))| s == "CREATE_COMPLETE")
             .map(|(n, _)| n)
             .collect();
-        let not_started = before.values().filter(|(s, _)| s == "INIT_COMPLETE").count();
+        let not_started = before
+            .values()
+            .filter(|(s, _)| s == "INIT_COMPLETE")
+            .count();
         assert!(
             complete.len() >= 250 && not_started >= 100,
             "{}: {} complete, {not_started} not started (on_failure: stop)",
@@ -282,12 +343,24 @@ async fn a_failed_create_is_finished_by_an_update_that_redoes_nothing_that_worke
         // The template fixed: only the failed and the missing ones are worked on.
         update(&run.engine, "big", &many(500, None)).await;
         let done = settle(&store, &row.id).await;
-        assert_eq!(done.status, "COMPLETE", "{}: {}", db.name, done.status_reason);
+        assert_eq!(
+            done.status, "COMPLETE",
+            "{}: {}",
+            db.name, done.status_reason
+        );
         let after = states(&store, &row.id).await;
         for name in &complete {
-            assert_eq!(after[*name], before[*name], "{}: {name} was left alone", db.name);
+            assert_eq!(
+                after[*name], before[*name],
+                "{}: {name} was left alone",
+                db.name
+            );
         }
-        assert!(after.values().all(|(s, _)| s == "CREATE_COMPLETE"), "{}", db.name);
+        assert!(
+            after.values().all(|(s, _)| s == "CREATE_COMPLETE"),
+            "{}",
+            db.name
+        );
         let touched: Vec<String> = current_action_events(&store, &row.id)
             .await
             .into_iter()
@@ -313,14 +386,26 @@ async fn on_failure_continue_finishes_every_branch_that_does_not_need_the_failur
         );
         let options = StackOptions {
             on_failure: OnFailure::Continue,
+            ..Default::default()
         };
         let row = support::stacks::create_with(&run.engine, "wide", &text, options).await;
         let failed = settle(&store, &row.id).await;
         assert_eq!(failed.status, "FAILED", "{}", db.name);
         let states = states(&store, &row.id).await;
-        let complete = states.values().filter(|(s, _)| s == "CREATE_COMPLETE").count();
-        assert_eq!(complete, 39, "{}: every independent branch went on", db.name);
-        assert_eq!(states["child"].0, "INIT_COMPLETE", "{}: its dependent did not", db.name);
+        let complete = states
+            .values()
+            .filter(|(s, _)| s == "CREATE_COMPLETE")
+            .count();
+        assert_eq!(
+            complete, 39,
+            "{}: every independent branch went on",
+            db.name
+        );
+        assert_eq!(
+            states["child"].0, "INIT_COMPLETE",
+            "{}: its dependent did not",
+            db.name
+        );
         run.shutdown().await;
         db.cleanup().await;
     }
@@ -347,8 +432,14 @@ async fn failed_update(run: &Running, cloud: &FakeCloud, name: &str) -> (String,
     assert_eq!(failed.status, "FAILED");
     let rows = store.resources(&row.id).await.unwrap();
     let tweak = rows.iter().find(|r| r.name == "tweak").unwrap();
-    assert_eq!(format!("{}_{}", tweak.action, tweak.status), "UPDATE_FAILED");
-    let id = tweak.attributes.as_ref().unwrap()["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        format!("{}_{}", tweak.action, tweak.status),
+        "UPDATE_FAILED"
+    );
+    let id = tweak.attributes.as_ref().unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     (row.id, id)
 }
 
@@ -373,12 +464,20 @@ async fn resume_checks_a_failed_resource_then_updates_replaces_or_recreates_it()
             let seen = cloud.server().requests().len();
             run.engine.resume_stack(case).await.unwrap();
             let done = settle(&store, &stack).await;
-            assert_eq!(done.status, "COMPLETE", "{} {case}: {}", db.name, done.status_reason);
+            assert_eq!(
+                done.status, "COMPLETE",
+                "{} {case}: {}",
+                db.name, done.status_reason
+            );
             let requests: Vec<RequestRecord> = cloud.server().requests()[seen..].to_vec();
             let calls: Vec<String> = requests
                 .iter()
                 .map(|r| {
-                    let path = if r.path == item { "ITEM" } else { r.path.as_str() };
+                    let path = if r.path == item {
+                        "ITEM"
+                    } else {
+                        r.path.as_str()
+                    };
                     format!("{} {path}", r.method)
                 })
                 .collect();
@@ -392,7 +491,10 @@ async fn resume_checks_a_failed_resource_then_updates_replaces_or_recreates_it()
             };
             assert_eq!(calls, expected, "{} {case}", db.name);
             let rows = store.resources(&stack).await.unwrap();
-            assert!(rows.iter().all(|r| r.status == "COMPLETE" && !r.name.contains('/')));
+            assert!(
+                rows.iter()
+                    .all(|r| r.status == "COMPLETE" && !r.name.contains('/'))
+            );
         }
         run.shutdown().await;
         db.cleanup().await;
@@ -420,7 +522,12 @@ async fn a_second_update_while_one_runs_is_refused_naming_the_first() {
         let done = settle(&store, &row.id).await;
         assert_eq!(done.status, "COMPLETE");
         let a = &store.resources(&row.id).await.unwrap()[0];
-        assert_eq!(a.attributes.as_ref().unwrap()["output"], "two", "{}", db.name);
+        assert_eq!(
+            a.attributes.as_ref().unwrap()["output"],
+            "two",
+            "{}",
+            db.name
+        );
         run.shutdown().await;
         db.cleanup().await;
     }
@@ -467,7 +574,9 @@ async fn check_finds_drift_and_loss_and_the_next_update_repairs_them() {
         assert_eq!(status("fine"), "CHECK_COMPLETE", "{}", db.name);
         assert_eq!(status("drifts"), "CHECK_FAILED");
         assert!(
-            rows["drifts"].status_reason.contains("body.name is \"edited by hand\""),
+            rows["drifts"]
+                .status_reason
+                .contains("body.name is \"edited by hand\""),
             "{}",
             rows["drifts"].status_reason
         );
@@ -478,16 +587,30 @@ async fn check_finds_drift_and_loss_and_the_next_update_repairs_them() {
         let seen = cloud.server().requests().len();
         run.engine.resume_stack("checked").await.unwrap();
         let done = settle(&store, &row.id).await;
-        assert_eq!(done.status, "COMPLETE", "{}: {}", db.name, done.status_reason);
+        assert_eq!(
+            done.status, "COMPLETE",
+            "{}: {}",
+            db.name, done.status_reason
+        );
         let requests: Vec<RequestRecord> = cloud.server().requests()[seen..].to_vec();
         assert!(requests.iter().all(|r| !r.path.ends_with(&old["fine"])));
-        assert_eq!(calls_on(&requests, "POST", "/things").len(), 2, "{}", db.name);
+        assert_eq!(
+            calls_on(&requests, "POST", "/things").len(),
+            2,
+            "{}",
+            db.name
+        );
         let old_drifted = format!("/things/{}", old["drifts"]);
         assert_eq!(calls_on(&requests, "DELETE", &old_drifted).len(), 1);
         assert_eq!(cloud.objects(), 3, "{}", db.name);
 
         run.engine.check_stack("checked").await.unwrap();
-        assert_eq!(settle(&store, &row.id).await.status, "COMPLETE", "{}", db.name);
+        assert_eq!(
+            settle(&store, &row.id).await.status,
+            "COMPLETE",
+            "{}",
+            db.name
+        );
         run.shutdown().await;
         db.cleanup().await;
     }

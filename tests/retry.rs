@@ -443,6 +443,7 @@ async fn the_budget_caps_retries_under_a_total_outage() {
     // Every resource runs to its last attempt: a failure must not stop the others.
     let options = StackOptions {
         on_failure: OnFailure::Continue,
+        ..Default::default()
     };
     let row = create_with(&e, "outage", &text, options).await;
     let running = run(&e);

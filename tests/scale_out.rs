@@ -396,15 +396,16 @@ async fn wait_for_late_writes(cluster: &Cluster, i: usize, settings: &Settings) 
 async fn concurrent_actions_exactly_one_proceeds() {
     // PostgreSQL, and the single-host variant: processes sharing one SQLite file.
     for db in backends().await {
-        concurrent_deletes(&db).await;
+        concurrent_actions(&db).await;
         db.cleanup().await;
     }
 }
 
-/// Two `stack delete --no-wait` processes started together on a COMPLETE stack: one takes the
-/// stack lock, the other is refused with ActionInProgress (exit 4). No engine runs meanwhile,
-/// so the winner's action stays in progress and the loser cannot slip in after it.
-async fn concurrent_deletes(db: &TestDb) {
+/// Two `stack update --no-wait` processes, then two `stack delete --no-wait`, started together
+/// on a COMPLETE stack: one takes the stack lock, the other is refused with ActionInProgress
+/// (exit 4). No engine runs meanwhile, so the winner's action stays in progress and the loser
+/// cannot slip in after it.
+async fn concurrent_actions(db: &TestDb) {
     let cloud = cloud(50).await;
     let mut cluster = Cluster::new(&db.url, &Settings::default());
     let path = cluster.write("small.yaml", &http_stack(5, &cloud.url("items")));
@@ -419,9 +420,45 @@ async fn concurrent_deletes(db: &TestDb) {
     );
     assert_eq!(cloud.object_count(), 5);
 
+    // Two updates at once: one proceeds, the other is refused naming the update in progress.
+    let changed = cluster.write("changed.yaml", &http_stack(6, &cloud.url("items")));
+    let update = ["stack", "update", "contended", "-t", &changed, "--no-wait"];
+    let (a, b) = tokio::join!(cluster.kiln(&update), cluster.kiln(&update));
+    exactly_one_proceeds(db, "update", [a, b]);
+    let i = cluster.start_engine().await;
+    let store = Store::open(&db.url).await.unwrap();
+    let updated = settle(&store, &db.url, "contended").await;
+    assert_eq!(
+        updated.status, "COMPLETE",
+        "{}: {}",
+        db.name, updated.status_reason
+    );
+    assert_eq!(cloud.object_count(), 6, "{}: one added", db.name);
+    cluster.engines[i].terminate();
+    cluster.engines[i].wait_exit(SHORT).await;
+
     let delete = ["stack", "delete", "contended", "--no-wait"];
     let (a, b) = tokio::join!(cluster.kiln(&delete), cluster.kiln(&delete));
-    let mut outcomes: Vec<(Option<i32>, String)> = [a, b]
+    exactly_one_proceeds(db, "delete", [a, b]);
+
+    // The winner's delete goes on: an engine finishes it, and every object is gone.
+    cluster.start_engine().await;
+    let what = format!("{}: the delete to finish", db.name);
+    wait_until(LONG, &what, async || {
+        matches!(
+            store.find_stack("contended").await,
+            Err(StoreError::StackNotFound(_))
+        )
+    })
+    .await;
+    assert_eq!(cloud.object_count(), 0, "{}: {}", db.name, cloud.stats());
+    cluster.shutdown().await;
+}
+
+/// Of two commands started together, one succeeded and the other exited 4 naming `action`
+/// in progress.
+fn exactly_one_proceeds(db: &TestDb, action: &str, outputs: [std::process::Output; 2]) {
+    let mut outcomes: Vec<(Option<i32>, String)> = outputs
         .iter()
         .map(|o| {
             (
@@ -441,25 +478,11 @@ async fn concurrent_deletes(db: &TestDb) {
     assert!(
         refusal
             .lines()
-            .any(|l| l.contains("in progress") && l.contains("delete")),
+            .any(|l| l.contains("in progress") && l.contains(action)),
         "{}: the refusal names the action in progress: {}",
         db.name,
         outcomes[1].1
     );
-
-    // The winner's delete goes on: an engine finishes it, and every object is gone.
-    cluster.start_engine().await;
-    let store = Store::open(&db.url).await.unwrap();
-    let what = format!("{}: the delete to finish", db.name);
-    wait_until(LONG, &what, async || {
-        matches!(
-            store.find_stack("contended").await,
-            Err(StoreError::StackNotFound(_))
-        )
-    })
-    .await;
-    assert_eq!(cloud.object_count(), 0, "{}: {}", db.name, cloud.stats());
-    cluster.shutdown().await;
 }
 
 /// Terms in order never overlap on the database's clock: a term begins when the one before
@@ -744,4 +767,84 @@ async fn a_killed_waiting_cli_loses_its_lock_not_its_stack() {
     assert_ne!(taken.engine.as_deref(), Some(holder.as_str()));
     cluster.shutdown().await;
     db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stack_timeout_fires_after_the_engine_that_started_the_action_died() {
+    // The only engine working on the stack is SIGKILLed while its long operations are being
+    // polled; the deadline is in the database, so the engine started afterwards ends the
+    // action as timed out (PostgreSQL, and processes sharing one SQLite file).
+    for db in backends().await {
+        let mut cluster = Cluster::new(&db.url, &Settings::default());
+        let first = cluster.start_engine().await;
+        let store = Store::open(&db.url).await.unwrap();
+        let mut text = String::from("heat_template_version: 2021-04-16\nresources:\n");
+        for i in 0..5 {
+            text += &format!(
+                "  slow{i}:\n    type: OS::Heat::TestResource\n    properties: {{wait_secs: 600}}\n"
+            );
+        }
+        let path = cluster.write("slow.yaml", &text);
+        let out = cluster
+            .kiln(&[
+                "stack",
+                "create",
+                "late",
+                "-t",
+                &path,
+                "--no-wait",
+                "--timeout",
+                "8s",
+            ])
+            .await;
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let what = format!("{}: the engine to start every resource", db.name);
+        wait_until(LONG, &what, async || {
+            let events = events(&store, "late").await;
+            events
+                .iter()
+                .filter(|e| e.status == "IN_PROGRESS" && e.resource.is_some())
+                .count()
+                == 5
+        })
+        .await;
+        let victim = cluster.engines[first].id.clone();
+        cluster.engines[first].kill();
+        cluster.engines[first].wait_exit(SHORT).await;
+        cluster.start_engine().await;
+
+        let end = settle(&store, &db.url, "late").await;
+        assert_eq!(
+            (end.status.as_str(), end.status_reason.as_str()),
+            ("FAILED", "Stack CREATE timed out after 8 s"),
+            "{}",
+            db.name
+        );
+        let events = events(&store, "late").await;
+        let ended = events.last().unwrap();
+        assert_ne!(
+            ended.engine.as_deref(),
+            Some(victim.as_str()),
+            "{}",
+            db.name
+        );
+        assert!(
+            ended.at >= end.created_at + 8000,
+            "{}: never before the deadline",
+            db.name
+        );
+        let resources = store.resources(&end.id).await.unwrap();
+        assert!(
+            resources.iter().all(|r| r.status == "FAILED"
+                && r.status_reason == "timed out while its operation was still running"),
+            "{}: {resources:?}",
+            db.name
+        );
+        cluster.shutdown().await;
+        db.cleanup().await;
+    }
 }

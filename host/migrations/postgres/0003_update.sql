@@ -14,3 +14,8 @@ ALTER TABLE resources ADD COLUMN deletion_policy TEXT;
 -- work finishes and is recorded), `continue` goes on with every branch that does not need
 -- the failed resource.
 ALTER TABLE stacks ADD COLUMN on_failure TEXT NOT NULL DEFAULT 'stop';
+
+-- A stack's timeout (ms; NULL: none) and the deadline of its current action, set when the
+-- action starts. Past the deadline the leader cancels the action, whichever engine started it.
+ALTER TABLE stacks ADD COLUMN timeout_ms BIGINT;
+ALTER TABLE stacks ADD COLUMN deadline_at BIGINT;

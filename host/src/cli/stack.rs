@@ -37,6 +37,10 @@ pub enum StackCommand {
         /// (running work finishes), `continue` goes on with what does not need it.
         #[arg(long, value_enum, default_value_t)]
         on_failure: OnFailure,
+        /// Stop each action of the stack that takes longer: `90s`, `10m`, `2h`, or minutes
+        /// as a bare number (as Heat's `--timeout`). Enforced by whichever engine leads.
+        #[arg(long, value_parser = duration_secs)]
+        timeout: Option<u64>,
         #[arg(long, value_enum, default_value_t)]
         format: Format,
     },
@@ -138,6 +142,30 @@ pub struct UpdateArgs {
     /// Change what a resource failure does (`stop` or `continue`); kept when not given.
     #[arg(long, value_enum)]
     on_failure: Option<OnFailure>,
+    /// Change the stack's timeout (as for `stack create`; `0` removes it); kept when not given.
+    #[arg(long, value_parser = duration_secs)]
+    timeout: Option<u64>,
+}
+
+/// `90s`, `10m`, `2h`, or a bare number of minutes, as seconds.
+fn duration_secs(s: &str) -> Result<u64, String> {
+    let (number, unit) = match s.trim().char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&s.trim()[..i], c),
+        _ => (s.trim(), 'm'),
+    };
+    let n: f64 = number
+        .parse()
+        .map_err(|_| format!("expected a duration such as 90s, 10m or 2h, got '{s}'"))?;
+    let scale = match unit {
+        's' => 1.0,
+        'm' => 60.0,
+        'h' => 3600.0,
+        _ => return Err(format!("unknown unit '{unit}' in '{s}': use s, m or h")),
+    };
+    if !(n >= 0.0 && n.is_finite()) {
+        return Err(format!("a timeout must not be negative, got '{s}'"));
+    }
+    Ok((n * scale).round() as u64)
 }
 
 #[derive(Subcommand)]
@@ -194,11 +222,13 @@ pub async fn run_stack(cmd: StackCommand, config: &Config) -> Result<(), Failure
             template,
             no_wait,
             on_failure,
+            timeout,
             format,
         } => {
             let engine = engine(config).await?;
             let (stack, mut sources) = load_template(&template, engine.plugins())?;
             sources.options.on_failure = on_failure;
+            sources.options.timeout_secs = timeout.filter(|t| *t > 0);
             let row = engine
                 .create_stack(&name, &stack, &sources)
                 .await
@@ -213,7 +243,11 @@ pub async fn run_stack(cmd: StackCommand, config: &Config) -> Result<(), Failure
             format,
         } => {
             let engine = engine(config).await?;
-            let row = engine.store().find_stack(&name).await.map_err(store_failure)?;
+            let row = engine
+                .store()
+                .find_stack(&name)
+                .await
+                .map_err(store_failure)?;
             let (stack, sources) = update_sources(&engine, &row, &args).await?;
             if dry_run {
                 let (row, changes) = engine
@@ -231,7 +265,11 @@ pub async fn run_stack(cmd: StackCommand, config: &Config) -> Result<(), Failure
         }
         StackCommand::Preview { name, args, format } => {
             let engine = engine(config).await?;
-            let row = engine.store().find_stack(&name).await.map_err(store_failure)?;
+            let row = engine
+                .store()
+                .find_stack(&name)
+                .await
+                .map_err(store_failure)?;
             let (stack, _) = update_sources(&engine, &row, &args).await?;
             let (row, changes) = engine
                 .preview(&row.id, &stack)
@@ -449,6 +487,9 @@ async fn update_sources(
     if let Some(on_failure) = args.on_failure {
         options.on_failure = on_failure;
     }
+    if let Some(timeout) = args.timeout {
+        options.timeout_secs = (timeout > 0).then_some(timeout);
+    }
     let stored = args.existing.then_some(current);
     let file = match (&args.template, &stored) {
         (Some(path), _) => read(path)?,
@@ -478,13 +519,14 @@ async fn update_sources(
         parameters.retain(|(old, _)| old != k);
         parameters.push((k.clone(), v.clone()));
     }
-    let stack = template::validate(&file, &environments, &parameters, engine.plugins())
-        .map_err(|errors| {
+    let stack = template::validate(&file, &environments, &parameters, engine.plugins()).map_err(
+        |errors| {
             let mut text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
             let s = if errors.len() == 1 { "" } else { "s" };
             text.push(format!("{} error{s} in {}", errors.len(), file.name));
             Failure::new(exit::BAD_INPUT, text.join("\n"))
-        })?;
+        },
+    )?;
     let sources = Sources {
         template: file.name,
         template_text: file.text,
@@ -760,4 +802,25 @@ async fn show(store: &Store, name: &str, format: Format) -> Result<(), Failure> 
         .collect();
     println!("resources: {}", shown.join(", "));
     print_outputs(store, &row, Format::Table).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::duration_secs;
+
+    #[test]
+    fn durations_read_as_heat_and_humans_write_them() {
+        assert_eq!(duration_secs("90s"), Ok(90));
+        assert_eq!(duration_secs("10m"), Ok(600));
+        assert_eq!(duration_secs("2h"), Ok(7200));
+        assert_eq!(
+            duration_secs("5"),
+            Ok(300),
+            "a bare number is minutes, as in Heat"
+        );
+        assert_eq!(duration_secs("0.5m"), Ok(30));
+        assert!(duration_secs("3d").unwrap_err().contains("unknown unit"));
+        assert!(duration_secs("soon").is_err());
+        assert!(duration_secs("-1s").is_err());
+    }
 }

@@ -13,11 +13,18 @@ use crate::template::ResourceSchema;
 pub enum Change {
     Unchanged,
     /// Only properties that may change in place differ: the plugin's `update`.
-    Update { changed: Vec<String> },
+    Update {
+        changed: Vec<String>,
+    },
     /// Create a replacement first, then delete the old object in the update's cleanup.
-    Replace { why: String, changed: Vec<String> },
+    Replace {
+        why: String,
+        changed: Vec<String>,
+    },
     /// An immutable property differs: nothing is called.
-    Rejected { why: String },
+    Rejected {
+        why: String,
+    },
 }
 
 /// The stored view of an object that exists.
@@ -104,7 +111,10 @@ pub fn changed_properties(old: &Value, new: &Value) -> Vec<String> {
         .flat_map(|m| m.keys())
         .collect();
     keys.into_iter()
-        .filter(|k| old.get(k.as_str()).unwrap_or(&Value::Null) != new.get(k.as_str()).unwrap_or(&Value::Null))
+        .filter(|k| {
+            old.get(k.as_str()).unwrap_or(&Value::Null)
+                != new.get(k.as_str()).unwrap_or(&Value::Null)
+        })
         .cloned()
         .collect()
 }
@@ -157,14 +167,18 @@ mod tests {
         let base = json!({"size": "s", "image": "a", "zone": "z"});
         assert_eq!(decide_props(base.clone(), base.clone()), Change::Unchanged);
         assert_eq!(
-            decide_props(base.clone(), json!({"size": "m", "image": "a", "zone": "z"})),
+            decide_props(
+                base.clone(),
+                json!({"size": "m", "image": "a", "zone": "z"})
+            ),
             Change::Update {
                 changed: vec!["size".into()]
             }
         );
-        let Change::Replace { why, changed } =
-            decide_props(base.clone(), json!({"size": "m", "image": "b", "zone": "z"}))
-        else {
+        let Change::Replace { why, changed } = decide_props(
+            base.clone(),
+            json!({"size": "m", "image": "b", "zone": "z"}),
+        ) else {
             panic!("expected a replacement");
         };
         assert_eq!(why, "property 'image' cannot change in place");

@@ -86,6 +86,9 @@ impl Engine {
             tracing::info!(%stack, %action, "took over the stack lock of {holder}");
             metrics().lock_takeovers.inc();
         }
+        for stack in store.time_out_actions(id).await? {
+            tracing::info!(%stack, "the stack's action timed out: stopping it");
+        }
         self.repair_stalled().await?;
         if pruned_at.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
             let retention = self.inner.config.retention_days as i64 * 86_400_000;

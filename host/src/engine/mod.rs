@@ -68,11 +68,29 @@ pub struct Sources {
 pub struct StackOptions {
     #[serde(default)]
     pub on_failure: OnFailure,
+    /// How long each action may take, in seconds, before it is stopped as timed out (by any
+    /// engine: the deadline is in the database).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_secs: Option<u64>,
+}
+
+impl StackOptions {
+    fn timeout_ms(&self) -> Option<i64> {
+        self.timeout_secs.map(|s| (s as i64).saturating_mul(1000))
+    }
 }
 
 /// What a resource failure does to the rest of an action.
 #[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum OnFailure {
@@ -148,6 +166,7 @@ impl Engine {
             id: new_id(),
             name: name.to_string(),
             on_failure: sources.options.on_failure.as_str().into(),
+            timeout_ms: sources.options.timeout_ms(),
             template: serde_json::to_string(stack).expect("a stack serialises"),
             sources: serde_json::to_string(sources).expect("sources serialise"),
             resources: stack
@@ -215,6 +234,7 @@ impl Engine {
             template: serde_json::to_string(stack).expect("a stack serialises"),
             sources: serde_json::to_string(sources).expect("sources serialise"),
             on_failure: Some(sources.options.on_failure.as_str().into()),
+            timeout_ms: sources.options.timeout_ms(),
             resources: stack
                 .in_order()
                 .map(|r| NewResource {

@@ -97,8 +97,13 @@ impl Removal {
                     if logical(target) == logical(name) {
                         continue;
                     }
-                    after.entry(target.to_string()).or_default().push(name.clone());
-                    next.entry(name.clone()).or_default().push(target.to_string());
+                    after
+                        .entry(target.to_string())
+                        .or_default()
+                        .push(name.clone());
+                    next.entry(name.clone())
+                        .or_default()
+                        .push(target.to_string());
                 }
             }
         }

@@ -70,9 +70,16 @@ impl Engine {
         };
         let mut names = vec![job.resource.as_str()];
         names.extend(res.depends_on.iter().map(String::as_str));
-        let rows = self.inner.store.resources_named(&job.stack_id, &names).await?;
+        let rows = self
+            .inner
+            .store
+            .resources_named(&job.stack_id, &names)
+            .await?;
         let Some(current) = rows.iter().find(|r| r.name == job.resource).cloned() else {
-            return Ok(Step::Failed(format!("resource {} has no row", job.resource)));
+            return Ok(Step::Failed(format!(
+                "resource {} has no row",
+                job.resource
+            )));
         };
         let resolver = StoredResolver::new(rows, &plan.stack_name, &plan.stack_id);
         let props = match plan.stack.properties(&job.resource, &resolver) {
@@ -81,17 +88,32 @@ impl Engine {
         };
         if let Some(text) = &job.pending_state {
             let Ok(polling) = serde_json::from_str::<Polling>(text) else {
-                return Ok(Step::Failed(format!("corrupt pending state of {}", job.resource)));
+                return Ok(Step::Failed(format!(
+                    "corrupt pending state of {}",
+                    job.resource
+                )));
             };
             return self
-                .call(job, plan, res, &current, &props, polling.phase, Some(polling.state))
+                .call(
+                    job,
+                    plan,
+                    res,
+                    &current,
+                    &props,
+                    polling.phase,
+                    Some(polling.state),
+                )
                 .await;
         }
         let (phase, why) = match self.decide(job, plan, res, &current, &props).await? {
             Ok(decided) => decided,
             Err(done) => return Ok(done),
         };
-        let action = if phase == Phase::Create { "CREATE" } else { "UPDATE" };
+        let action = if phase == Phase::Create {
+            "CREATE"
+        } else {
+            "UPDATE"
+        };
         let why = if job.attempt > 1 {
             format!("{why} (attempt {})", job.attempt)
         } else {
@@ -101,7 +123,8 @@ impl Engine {
             .store
             .job_started(job, &self.inner.id, action, &why)
             .await?;
-        self.call(job, plan, res, &current, &props, phase, None).await
+        self.call(job, plan, res, &current, &props, phase, None)
+            .await
     }
 
     /// What to do, and why; or the job's end when there is nothing to call.
@@ -139,7 +162,7 @@ impl Engine {
             plan.stack.types.get(&res.served_type),
         );
         Ok(match change {
-            Change::Unchanged if failed => Err(Step::Done(ResourceUpdate {
+            Change::Unchanged if failed => Err(Step::done(ResourceUpdate {
                 action: current.action.clone(),
                 status: "COMPLETE".into(),
                 reason: "checked: it exists and matches the template".into(),
@@ -148,7 +171,7 @@ impl Engine {
                 attributes: current.attributes.as_ref().map(Value::to_string),
                 ..recorded(res)
             })),
-            Change::Unchanged => Err(Step::Done(ResourceUpdate {
+            Change::Unchanged => Err(Step::done(ResourceUpdate {
                 unchanged: true,
                 ..recorded(res)
             })),
@@ -184,7 +207,8 @@ impl Engine {
                 "creating again: it had failed and check found its object gone".into(),
             )),
             Ok(report) if !report.drifted.is_empty() => {
-                let names: Vec<String> = report.drifted.iter().map(|d| d.property.clone()).collect();
+                let names: Vec<String> =
+                    report.drifted.iter().map(|d| d.property.clone()).collect();
                 Some((
                     Phase::Replace,
                     format!(
@@ -245,8 +269,16 @@ impl Engine {
                             .store
                             .job_started(job, &self.inner.id, "UPDATE", &why)
                             .await?;
-                        return Box::pin(self.call(job, plan, res, current, props, Phase::Replace, None))
-                            .await;
+                        return Box::pin(self.call(
+                            job,
+                            plan,
+                            res,
+                            current,
+                            props,
+                            Phase::Replace,
+                            None,
+                        ))
+                        .await;
                     }
                     Err(e) => Err(e),
                 }
@@ -267,7 +299,7 @@ impl Engine {
                 if phase == Phase::Replace {
                     u.retire_as = Some(format!("{}/replaced-{}", job.resource, job.traversal));
                 }
-                Step::Done(u)
+                Step::done(u)
             }
             Ok(Outcome::Pending(p)) => Step::Pending {
                 delay_ms: p.poll_after_ms,

@@ -19,7 +19,7 @@ use crate::template::{DeletionPolicy, Resource};
 
 /// What became of a job.
 pub(super) enum Step {
-    Done(ResourceUpdate),
+    Done(Box<ResourceUpdate>),
     Failed(String),
     Pending {
         delay_ms: u64,
@@ -31,6 +31,12 @@ pub(super) enum Step {
         history: String,
         reason: String,
     },
+}
+
+impl Step {
+    pub(super) fn done(update: ResourceUpdate) -> Self {
+        Step::Done(Box::new(update))
+    }
 }
 
 impl Engine {
@@ -56,7 +62,19 @@ impl Engine {
     async fn process_inner(&self, job: &Claimed) -> Result<bool, StoreError> {
         let store = &self.inner.store;
         let engine = self.inner.id.as_str();
-        let row = store.find_stack(&job.stack_id).await?;
+        let mut row = store.find_stack(&job.stack_id).await?;
+        if row.cancel_requested_at.is_none()
+            && row.status == "IN_PROGRESS"
+            && let Some(deadline) = row.deadline_at
+            && store.now_ms().await? >= deadline
+        {
+            // Past the deadline before the leader noticed: time the action out from here.
+            row = match store.time_out(&row.id, engine).await {
+                Ok(row) => row,
+                Err(StoreError::NothingToCancel(_)) => store.find_stack(&job.stack_id).await?,
+                Err(e) => return Err(e),
+            };
+        }
         if row.traversal != job.traversal || row.status != "IN_PROGRESS" {
             // Left over from a traversal that ended or was superseded.
             store.drop_job(job, engine).await?;
@@ -66,7 +84,16 @@ impl Engine {
         let action = action_of(&job.operation);
         // A cancel is checked before each step; a long operation being polled still finishes
         // (the cloud is doing it), anything else does not start.
-        let step = if row.cancel_requested_at.is_some() && job.pending_state.is_none() {
+        let timed_out =
+            matches!((row.cancel_requested_at, row.deadline_at), (Some(c), Some(d)) if c >= d);
+        let step = if timed_out {
+            // A timeout stops long operations too: the deadline is the user's.
+            Step::Failed(if job.pending_state.is_some() {
+                "timed out while its operation was still running".into()
+            } else {
+                "timed out before it started".into()
+            })
+        } else if row.cancel_requested_at.is_some() && job.pending_state.is_none() {
             Step::Failed("cancelled before it started".into())
         } else {
             self.step(job, &plan).await?
@@ -88,7 +115,7 @@ impl Engine {
                     .await?;
                 return Ok(false);
             }
-            Step::Done(update) => update,
+            Step::Done(update) => *update,
             Step::Failed(reason) => {
                 self.keep_identity(
                     job,
@@ -116,7 +143,10 @@ impl Engine {
         } else {
             match job.operation.as_str() {
                 "delete" => {
-                    let next = plan.removal.as_ref().map_or(&[][..], |r| r.next(&job.resource));
+                    let next = plan
+                        .removal
+                        .as_ref()
+                        .map_or(&[][..], |r| r.next(&job.resource));
                     let next: Vec<&str> = next.iter().map(String::as_str).collect();
                     self.schedule(&plan, job.traversal, "delete", &next).await?
                 }
@@ -211,10 +241,10 @@ impl Engine {
             .resources_named(&job.stack_id, &[job.resource.as_str()])
             .await?;
         let Some(current) = rows.first() else {
-            return Ok(Step::Done(deleted("not found")));
+            return Ok(Step::done(deleted("not found")));
         };
         if current.physical_id.is_none() && current.state.is_none() {
-            return Ok(Step::Done(deleted("never created")));
+            return Ok(Step::done(deleted("never created")));
         }
         let (type_name, policy) = match plan.stack.resource(&job.resource) {
             Some(res) => (res.served_type.clone(), res.deletion_policy),
@@ -228,13 +258,15 @@ impl Engine {
             ),
         };
         if policy == DeletionPolicy::Retain {
-            return Ok(Step::Done(ResourceUpdate {
+            return Ok(Step::done(ResourceUpdate {
                 reason: "retained (deletion_policy: Retain)".into(),
                 ..deleted("")
             }));
         }
         let Some((plugin, _)) = self.inner.plugins.for_type(&type_name) else {
-            return Ok(Step::Failed(format!("no plugin serves the type {type_name}")));
+            return Ok(Step::Failed(format!(
+                "no plugin serves the type {type_name}"
+            )));
         };
         let props: Value = current
             .properties
@@ -259,7 +291,7 @@ impl Engine {
         };
         Ok(match result {
             Ok(Outcome::Done(_)) | Err(CallError::Plugin(PluginError::NotFound(_), _)) => {
-                Step::Done(deleted(why))
+                Step::done(deleted(why))
             }
             Ok(Outcome::Pending(p)) => Step::Pending {
                 delay_ms: p.poll_after_ms,
@@ -312,7 +344,7 @@ impl Engine {
                     .collect();
                 Step::Failed(format!("drifted: {}", drift.join("; ")))
             }
-            Ok(report) => Step::Done(ResourceUpdate {
+            Ok(report) => Step::done(ResourceUpdate {
                 action: "CHECK".into(),
                 status: "COMPLETE".into(),
                 reason: "it exists as made".into(),
@@ -342,7 +374,11 @@ impl Engine {
             )));
         };
         let deps: Vec<&str> = res.depends_on.iter().map(String::as_str).collect();
-        let rows = self.inner.store.resources_named(&job.stack_id, &deps).await?;
+        let rows = self
+            .inner
+            .store
+            .resources_named(&job.stack_id, &deps)
+            .await?;
         let resolver = StoredResolver::new(rows, &plan.stack_name, &plan.stack_id);
         let props = match plan.stack.properties(&job.resource, &resolver) {
             Ok(p) => p,
@@ -359,7 +395,7 @@ impl Engine {
             })
             .await?;
         Ok(match result {
-            Ok(Outcome::Done(d)) => Step::Done(applied(res, "CREATE", "state changed", d, &props)),
+            Ok(Outcome::Done(d)) => Step::done(applied(res, "CREATE", "state changed", d, &props)),
             Ok(Outcome::Pending(p)) => Step::Pending {
                 delay_ms: p.poll_after_ms,
                 state: p.state,

@@ -219,9 +219,10 @@ impl Store {
         delay_ms: i64,
         pending_state: Option<&str>,
     ) -> Result<()> {
-        let n = sqlx::query(self.sql(
-            "UPDATE jobs SET due_at = NOW_MS + $4, pending_state = $5, lease_owner = NULL, lease_expires_at = NULL
-             WHERE id = $1 AND token = $2 AND lease_owner = $3",
+        let n = sqlx::query(self.sql_owned(
+            "UPDATE jobs SET due_at = DUE_AT, pending_state = $5, lease_owner = NULL, lease_expires_at = NULL
+             WHERE id = $1 AND token = $2 AND lease_owner = $3"
+                .replace("DUE_AT", DUE_AT),
         ))
         .bind(job.id)
         .bind(job.token)
@@ -249,11 +250,12 @@ impl Store {
         reason: &str,
     ) -> Result<()> {
         let mut tx = self.begin().await?;
-        let n = sqlx::query(self.sql(
-            "UPDATE jobs SET attempt = attempt + 1, due_at = NOW_MS + $4, last_delay_ms = $4,
+        let n = sqlx::query(self.sql_owned(
+            "UPDATE jobs SET attempt = attempt + 1, due_at = DUE_AT, last_delay_ms = $4,
                     first_failure_at = COALESCE(first_failure_at, NOW_MS), history = $5, pending_state = NULL,
                     lease_owner = NULL, lease_expires_at = NULL
-             WHERE id = $1 AND token = $2 AND lease_owner = $3",
+             WHERE id = $1 AND token = $2 AND lease_owner = $3"
+                .replace("DUE_AT", DUE_AT),
         ))
         .bind(job.id)
         .bind(job.token)
@@ -581,13 +583,20 @@ impl Store {
         }
         let action = action_of(operation);
         let mut tx = self.begin().await?;
-        let (cancelled,): (Option<i64>,) =
-            sqlx::query_as("SELECT cancel_requested_at FROM stacks WHERE id = $1")
-                .bind(stack_id)
-                .fetch_one(&mut *tx)
-                .await?;
-        if cancelled.is_some() {
-            let reason = format!("Stack {action} cancelled");
+        let (cancelled, deadline, timeout): (Option<i64>, Option<i64>, Option<i64>) =
+            sqlx::query_as(
+                "SELECT cancel_requested_at, deadline_at, timeout_ms FROM stacks WHERE id = $1",
+            )
+            .bind(stack_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        if let Some(at) = cancelled {
+            let reason = match (deadline, timeout) {
+                (Some(d), Some(t)) if at >= d => {
+                    format!("Stack {action} timed out after {} s", t / 1000)
+                }
+                _ => format!("Stack {action} cancelled"),
+            };
             let ended = self
                 .end_traversal(&mut tx, stack_id, traversal, action, false, &reason, engine)
                 .await?;
@@ -667,6 +676,12 @@ impl Store {
             .collect())
     }
 }
+
+/// `NOW_MS + $4`, but never past the deadline of the job's stack: a poll or a retry waiting
+/// for later wakes up when the action times out, to fail.
+const DUE_AT: &str =
+    "CASE WHEN (SELECT deadline_at FROM stacks WHERE id = jobs.stack_id) < NOW_MS + $4
+     THEN (SELECT deadline_at FROM stacks WHERE id = jobs.stack_id) ELSE NOW_MS + $4 END";
 
 /// The resource action a job operation performs (an update job may also create, see
 /// `job_started`; `cleanup` deletes what an update removed or replaced).

@@ -18,9 +18,7 @@ use sqlx::{AnyPool, AssertSqlSafe, ConnectOptions, Connection, Executor};
 pub use engines::{EngineRow, EngineStatus};
 pub use jobs::{Candidate, Claim, Claimed, ResourceUpdate, action_of};
 pub use leader::LeaderTerm;
-pub use stacks::{
-    EventRow, NewResource, NewStack, ResourceRow, StackRow, StackUpdate, format_ms,
-};
+pub use stacks::{EventRow, NewResource, NewStack, ResourceRow, StackRow, StackUpdate, format_ms};
 pub use wakeups::Wakeups;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -23,6 +23,10 @@ pub struct StackRow {
     /// `stop` (nothing new starts after a resource fails) or `continue` (branches that do
     /// not need the failed resource go on).
     pub on_failure: String,
+    /// When the current action times out (the stack's timeout after it started), if the
+    /// stack has a timeout.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deadline_at: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -75,6 +79,8 @@ pub struct StackUpdate {
     pub sources: String,
     /// A new `on_failure`, if it changes.
     pub on_failure: Option<String>,
+    /// The stack's timeout from now on (None: none).
+    pub timeout_ms: Option<i64>,
     /// Every resource of the new template (rows are made for those the stack lacks).
     pub resources: Vec<NewResource>,
 }
@@ -83,13 +89,14 @@ pub struct NewStack {
     pub id: String,
     pub name: String,
     pub on_failure: String,
+    pub timeout_ms: Option<i64>,
     pub template: String,
     pub sources: String,
     pub resources: Vec<NewResource>,
 }
 
 /// The stack's header: everything but the (large) template, which `stack_template` reads.
-const STACK_COLUMNS: &str = "id, name, action, status, status_reason, traversal, created_at, updated_at, cancel_requested_at, on_failure";
+const STACK_COLUMNS: &str = "id, name, action, status, status_reason, traversal, created_at, updated_at, cancel_requested_at, on_failure, deadline_at";
 
 fn stack_row(r: &AnyRow) -> Result<StackRow> {
     Ok(StackRow {
@@ -103,6 +110,7 @@ fn stack_row(r: &AnyRow) -> Result<StackRow> {
         updated_at: r.try_get(7)?,
         cancel_requested_at: r.try_get(8)?,
         on_failure: r.try_get(9)?,
+        deadline_at: r.try_get(10)?,
     })
 }
 
@@ -131,8 +139,8 @@ impl Store {
         let done = new.resources.is_empty();
         sqlx::query(self.sql(
             "INSERT INTO stacks (id, name, action, status, template, sources, traversal, created_at, updated_at,
-                                 on_failure)
-             VALUES ($1, $2, 'CREATE', $3, $4, $5, 1, NOW_MS, NOW_MS, $6)",
+                                 on_failure, timeout_ms, deadline_at)
+             VALUES ($1, $2, 'CREATE', $3, $4, $5, 1, NOW_MS, NOW_MS, $6, $7, NOW_MS + $7)",
         ))
         .bind(&new.id)
         .bind(&new.name)
@@ -140,6 +148,7 @@ impl Store {
         .bind(&new.template)
         .bind(&new.sources)
         .bind(&new.on_failure)
+        .bind(new.timeout_ms)
         .execute(&mut *tx)
         .await?;
         for chunk in new.resources.chunks(CHUNK) {
@@ -202,7 +211,7 @@ impl Store {
         self.lock(&mut tx, stack_id, action, engine).await?;
         let (traversal,): (i64,) = sqlx::query_as(self.sql(
             "UPDATE stacks SET action = $2, status = 'IN_PROGRESS', status_reason = '', traversal = traversal + 1,
-                    cancel_requested_at = NULL, updated_at = NOW_MS
+                    cancel_requested_at = NULL, updated_at = NOW_MS, deadline_at = NOW_MS + timeout_ms
              WHERE id = $1 RETURNING traversal",
         ))
         .bind(stack_id)
@@ -256,13 +265,14 @@ impl Store {
             "UPDATE stacks SET previous_template = template, previous_sources = sources, template = $2,
                     sources = $3, action = 'UPDATE', status = 'IN_PROGRESS', status_reason = '',
                     traversal = traversal + 1, cancel_requested_at = NULL, updated_at = NOW_MS,
-                    on_failure = COALESCE($4, on_failure)
+                    on_failure = COALESCE($4, on_failure), timeout_ms = $5, deadline_at = NOW_MS + $5
              WHERE id = $1 AND deleted_at IS NULL",
         ))
         .bind(stack_id)
         .bind(&update.template)
         .bind(&update.sources)
         .bind(&update.on_failure)
+        .bind(update.timeout_ms)
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -321,6 +331,34 @@ impl Store {
     /// long operations being polled (the cloud is already doing them). The action then ends
     /// FAILED, "cancelled". It needs no lock, so it always gets through.
     pub async fn cancel(&self, stack_id: &str, engine: &str) -> Result<StackRow> {
+        self.stop_action(stack_id, engine, false).await
+    }
+
+    /// Cancels the actions whose deadline passed (see `cancel`), whichever engine started
+    /// them; their end says they timed out. Returns their stacks' names.
+    pub async fn time_out_actions(&self, engine: &str) -> Result<Vec<String>> {
+        let late: Vec<(String, String)> = sqlx::query_as(self.sql(
+            "SELECT id, name FROM stacks WHERE status = 'IN_PROGRESS' AND deadline_at < NOW_MS
+               AND cancel_requested_at IS NULL",
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::new();
+        for (id, name) in late {
+            match self.time_out(&id, engine).await {
+                Ok(_) | Err(StoreError::NothingToCancel(_)) => out.push(name),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Cancels the stack's action because its deadline passed (see `cancel`).
+    pub async fn time_out(&self, stack_id: &str, engine: &str) -> Result<StackRow> {
+        self.stop_action(stack_id, engine, true).await
+    }
+
+    async fn stop_action(&self, stack_id: &str, engine: &str, timed_out: bool) -> Result<StackRow> {
         let mut tx = self.begin().await?;
         let marked: Option<(i64, String)> = sqlx::query_as(self.sql(
             "UPDATE stacks SET cancel_requested_at = NOW_MS, updated_at = NOW_MS
@@ -339,11 +377,17 @@ impl Store {
                 _ => Err(StoreError::NothingToCancel(row.name)),
             };
         };
+        let why = if timed_out { "timed out" } else { "cancelled" };
         let dropped = self
-            .drop_unstarted(&mut tx, stack_id, traversal, &action, "cancelled", engine)
+            .drop_unstarted(&mut tx, stack_id, traversal, &action, why, engine)
             .await?;
+        let asked = if timed_out {
+            "timed out (the stack's timeout passed)"
+        } else {
+            "cancel requested"
+        };
         let reason = format!(
-            "Stack {action} cancel requested: {} jobs not started were dropped; running ones finish",
+            "Stack {action} {asked}: {} jobs not started were dropped; running ones finish",
             dropped.len()
         );
         self.event(
