@@ -286,7 +286,7 @@ async fn cancel_stops_new_work_and_lets_running_calls_finish() {
                 .any(|ev| ev.resource.is_some() && ev.status == "COMPLETE")
         })
         .await;
-        store.cancel(&row.id, "tester").await.unwrap();
+        store.cancel(&row.id, "tester", true).await.unwrap();
         let end = settle(&store, &row.id).await;
         running.shutdown().await;
         assert_eq!(end.status, "FAILED", "{}", db.name);
@@ -308,7 +308,7 @@ async fn cancel_stops_new_work_and_lets_running_calls_finish() {
         assert!(never_started > 0, "{}: cancel came too late", db.name);
         // Asking again is refused clearly; the stack can then be deleted.
         assert!(matches!(
-            store.cancel(&row.id, "tester").await,
+            store.cancel(&row.id, "tester", true).await,
             Err(StoreError::NothingToCancel(_))
         ));
         let running = run(&e);

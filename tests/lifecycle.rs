@@ -615,3 +615,200 @@ async fn check_finds_drift_and_loss_and_the_next_update_repairs_them() {
         db.cleanup().await;
     }
 }
+
+fn rollback_on() -> kiln::engine::StackOptions {
+    kiln::engine::StackOptions {
+        rollback: true,
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_update_rolls_back_to_the_previous_template_reusing_what_it_replaced() {
+    for db in backends().await {
+        let cloud = FakeCloud::start().await;
+        let base = cloud.rule();
+        let run = start(&db.url, &[cloud.rule()], 4).await;
+        let store = run.engine.store().clone();
+        let v1 = [
+            HEAD.to_string(),
+            http("keep", "things", "{name: keep}"),
+            http("tweak", "things", "{name: tweak, size: 1}"),
+            http("swap", "things", "{name: swap}"),
+        ]
+        .concat()
+        .replace("BASE", &base);
+        let v2 = [
+            HEAD.to_string(),
+            http("keep", "things", "{name: keep}"),
+            http("tweak", "things", "{name: tweak, size: 2}"),
+            http("swap", "others", "{name: swap}"),
+            http("added", "things", "{name: added}"),
+            "  broken:\n    type: OS::Heat::TestResource\n    depends_on: [added, swap, tweak]\n    properties: {fail: true}\n".into(),
+        ]
+        .concat()
+        .replace("BASE", &base);
+        let row = support::stacks::create_with(&run.engine, "rolled", &v1, rollback_on()).await;
+        assert_eq!(settle(&store, &row.id).await.status, "COMPLETE");
+        let old = ids(&store.resources(&row.id).await.unwrap());
+
+        let stack = validate(&v2, &run.engine);
+        let mut sources = run.engine.sources(&row).await.unwrap();
+        sources.template_text = v2.clone();
+        run.engine
+            .update_stack("rolled", &stack, &sources)
+            .await
+            .unwrap();
+        // The update fails at `broken`, and the rollback starts by itself and ends.
+        let what = "the rollback to end";
+        let end = support::procs::wait_for(std::time::Duration::from_secs(180), what, async || {
+            let r = store.find_stack(&row.id).await.unwrap();
+            (r.action == "ROLLBACK" && r.status != "IN_PROGRESS").then_some(r)
+        })
+        .await;
+        assert_eq!(end.status, "COMPLETE", "{}: {}", db.name, end.status_reason);
+        let events = store.events(&row.id, 0).await.unwrap();
+        let failed = events
+            .iter()
+            .find(|e| e.resource.is_none() && e.action == "UPDATE" && e.status == "FAILED")
+            .expect("the update failed");
+        assert!(
+            failed.reason.ends_with("; rolling back"),
+            "{}",
+            failed.reason
+        );
+
+        // Back to v1's objects: the original `swap` restored (no third object), `tweak` PUT
+        // back, and what v2 made deleted.
+        let now = ids(&store.resources(&row.id).await.unwrap());
+        assert_eq!(
+            now, old,
+            "{}: the same objects as before the update",
+            db.name
+        );
+        assert_eq!(cloud.objects(), 3, "{}: nothing v2 made is left", db.name);
+        assert_eq!(cloud.object(&old["tweak"]).unwrap()["size"], 1);
+        let restored = events
+            .iter()
+            .find(|e| e.resource.as_deref() == Some("swap") && e.reason.starts_with("restored"))
+            .expect("swap restored");
+        assert!(restored.reason.contains("no call needed"));
+        let posts = cloud
+            .server()
+            .requests()
+            .iter()
+            .filter(|r| r.method == "POST")
+            .count();
+        assert_eq!(
+            posts,
+            3 + 2,
+            "{}: v1's three, then v2's swap and added",
+            db.name
+        );
+        run.shutdown().await;
+        db.cleanup().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_create_with_rollback_deletes_what_it_made() {
+    for db in backends().await {
+        let cloud = FakeCloud::start().await;
+        let base = cloud.rule();
+        let run = start(&db.url, &[cloud.rule()], 4).await;
+        let store = run.engine.store().clone();
+        let text = [
+            HEAD.to_string(),
+            http("a", "things", "{name: a}"),
+            http("b", "things", "{name: b, peer: {get_attr: [a, id]}}"),
+            "  broken:\n    type: OS::Heat::TestResource\n    depends_on: [b]\n    properties: {fail: true}\n".into(),
+        ]
+        .concat()
+        .replace("BASE", &base);
+        let row = support::stacks::create_with(&run.engine, "doomed", &text, rollback_on()).await;
+        let end = support::procs::wait_for(
+            std::time::Duration::from_secs(180),
+            "rollback",
+            async || {
+                let r = store.find_stack(&row.id).await.unwrap();
+                (r.action == "ROLLBACK" && r.status != "IN_PROGRESS").then_some(r)
+            },
+        )
+        .await;
+        assert_eq!(end.status, "COMPLETE", "{}: {}", db.name, end.status_reason);
+        assert_eq!(cloud.objects(), 0, "{}", db.name);
+        assert!(
+            store.resources(&row.id).await.unwrap().is_empty(),
+            "{}",
+            db.name
+        );
+        // Dependents went first.
+        let requests = cloud.server().requests();
+        let deletes: Vec<&RequestRecord> =
+            requests.iter().filter(|r| r.method == "DELETE").collect();
+        assert_eq!(deletes.len(), 2);
+        let b_id = requests[1].created.clone().unwrap();
+        assert!(deletes[0].path.ends_with(&b_id), "{}: b before a", db.name);
+        run.shutdown().await;
+        db.cleanup().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_rolls_back_unless_told_not_to() {
+    for db in backends().await {
+        let run = start(&db.url, &[], 4).await;
+        let store = run.engine.store().clone();
+        // `a` takes a while to update; `b` waits for it, so a cancel finds it not started.
+        let text = |wait: u32| {
+            format!(
+                "{HEAD}  a:\n    type: OS::Heat::TestResource\n    properties: {{value: v{wait}, wait_secs: {wait}}}\n  \
+                 b:\n    type: OS::Heat::TestResource\n    properties: {{value: {{get_attr: [a, output]}}}}\n"
+            )
+        };
+        for rollback in [true, false] {
+            let name = format!("cancelled-{rollback}");
+            let row =
+                support::stacks::create_with(&run.engine, &name, &text(0), rollback_on()).await;
+            assert_eq!(settle(&store, &row.id).await.status, "COMPLETE");
+            let stack = validate(&text(3), &run.engine);
+            let sources = run.engine.sources(&row).await.unwrap();
+            run.engine
+                .update_stack(&name, &stack, &sources)
+                .await
+                .unwrap();
+            support::procs::wait_until(
+                std::time::Duration::from_secs(60),
+                "a to start",
+                async || store.resources(&row.id).await.unwrap()[0].status == "IN_PROGRESS",
+            )
+            .await;
+            store.cancel(&row.id, "tester", rollback).await.unwrap();
+            let what = "the update and what follows it to end";
+            let end =
+                support::procs::wait_for(std::time::Duration::from_secs(180), what, async || {
+                    let r = store.find_stack(&row.id).await.unwrap();
+                    let settled = r.status != "IN_PROGRESS" && !r.rollback_pending;
+                    settled.then_some(r)
+                })
+                .await;
+            let got = format!("{}_{}", end.action, end.status);
+            if rollback {
+                assert_eq!(
+                    got, "ROLLBACK_COMPLETE",
+                    "{}: {}",
+                    db.name, end.status_reason
+                );
+            } else {
+                assert_eq!(
+                    (got.as_str(), end.status_reason.as_str()),
+                    ("UPDATE_FAILED", "Stack UPDATE cancelled"),
+                    "{}",
+                    db.name
+                );
+            }
+        }
+        run.shutdown().await;
+        db.cleanup().await;
+    }
+}

@@ -19,3 +19,11 @@ ALTER TABLE stacks ADD COLUMN on_failure TEXT NOT NULL DEFAULT 'stop';
 -- action starts. Past the deadline the leader cancels the action, whichever engine started it.
 ALTER TABLE stacks ADD COLUMN timeout_ms BIGINT;
 ALTER TABLE stacks ADD COLUMN deadline_at BIGINT;
+
+-- Rollback (opt-in per stack): a failed create or update converges back on the template the
+-- stack had before it. `rollback_pending` is set in the transaction that ends the failed
+-- action, so the rollback starts even if that engine dies next (the leader starts it);
+-- `skip_rollback` is set by `stack cancel --no-rollback` for the action in progress.
+ALTER TABLE stacks ADD COLUMN rollback_enabled BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE stacks ADD COLUMN rollback_pending BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE stacks ADD COLUMN skip_rollback BIGINT NOT NULL DEFAULT 0;

@@ -41,6 +41,10 @@ pub enum StackCommand {
         /// as a bare number (as Heat's `--timeout`). Enforced by whichever engine leads.
         #[arg(long, value_parser = duration_secs)]
         timeout: Option<u64>,
+        /// When an action fails, converge back on the template the stack had before it (a
+        /// failed create deletes what it made).
+        #[arg(long)]
+        enable_rollback: bool,
         #[arg(long, value_enum, default_value_t)]
         format: Format,
     },
@@ -93,8 +97,13 @@ pub enum StackCommand {
         no_wait: bool,
     },
     /// Cancel the action in progress: nothing new starts on any engine, running calls finish
-    /// and are recorded, and the action ends FAILED ("cancelled").
-    Cancel { name: String },
+    /// and are recorded, and the action ends FAILED ("cancelled"); a stack with rollback
+    /// enabled then rolls back, unless --no-rollback.
+    Cancel {
+        name: String,
+        #[arg(long)]
+        no_rollback: bool,
+    },
     /// List stacks.
     List {
         #[arg(long, value_enum, default_value_t)]
@@ -145,6 +154,12 @@ pub struct UpdateArgs {
     /// Change the stack's timeout (as for `stack create`; `0` removes it); kept when not given.
     #[arg(long, value_parser = duration_secs)]
     timeout: Option<u64>,
+    /// Roll back failed actions from now on (this update included).
+    #[arg(long, conflicts_with = "disable_rollback")]
+    enable_rollback: bool,
+    /// Stop rolling back failed actions.
+    #[arg(long)]
+    disable_rollback: bool,
 }
 
 /// `90s`, `10m`, `2h`, or a bare number of minutes, as seconds.
@@ -223,12 +238,14 @@ pub async fn run_stack(cmd: StackCommand, config: &Config) -> Result<(), Failure
             no_wait,
             on_failure,
             timeout,
+            enable_rollback,
             format,
         } => {
             let engine = engine(config).await?;
             let (stack, mut sources) = load_template(&template, engine.plugins())?;
             sources.options.on_failure = on_failure;
             sources.options.timeout_secs = timeout.filter(|t| *t > 0);
+            sources.options.rollback = enable_rollback;
             let row = engine
                 .create_stack(&name, &stack, &sources)
                 .await
@@ -305,11 +322,14 @@ pub async fn run_stack(cmd: StackCommand, config: &Config) -> Result<(), Failure
             }
             finished(&wait(&engine, &row).await?)
         }
-        StackCommand::Cancel { name } => {
+        StackCommand::Cancel { name, no_rollback } => {
             let store = open(config).await?;
             let row = store.find_stack(&name).await.map_err(store_failure)?;
             let actor = format!("cli-{}", std::process::id());
-            let row = store.cancel(&row.id, &actor).await.map_err(store_failure)?;
+            let row = store
+                .cancel(&row.id, &actor, !no_rollback)
+                .await
+                .map_err(store_failure)?;
             println!(
                 "{} {}_{}{}",
                 row.name,
@@ -490,6 +510,9 @@ async fn update_sources(
     if let Some(timeout) = args.timeout {
         options.timeout_secs = (timeout > 0).then_some(timeout);
     }
+    if args.enable_rollback || args.disable_rollback {
+        options.rollback = args.enable_rollback;
+    }
     let stored = args.existing.then_some(current);
     let file = match (&args.template, &stored) {
         (Some(path), _) => read(path)?,
@@ -640,6 +663,7 @@ async fn wait(engine: &Engine, row: &StackRow) -> Result<StackRow, Failure> {
         .rev()
         .find(|e| e.resource.is_none() && e.action == row.action && e.status == "IN_PROGRESS")
         .map_or(0, |e| e.id - 1);
+    let mut watched = row.traversal;
     let result = loop {
         let current = store.find_stack(&row.id).await.map_err(store_failure)?;
         let events = store
@@ -655,8 +679,16 @@ async fn wait(engine: &Engine, row: &StackRow) -> Result<StackRow, Failure> {
                 eprintln!("{}", event_cells(e).join("  "));
             }
         }
-        if current.status != "IN_PROGRESS" || current.traversal != row.traversal {
+        if current.status != "IN_PROGRESS" {
             break current;
+        }
+        if current.traversal != watched {
+            if current.action != "ROLLBACK" || current.traversal != watched + 1 {
+                // Another action took over the stack.
+                break current;
+            }
+            // The action failed and its rollback started: follow it to its end.
+            watched = current.traversal;
         }
         if tty {
             let counts = store
@@ -694,6 +726,21 @@ async fn wait(engine: &Engine, row: &StackRow) -> Result<StackRow, Failure> {
 }
 
 fn finished(row: &StackRow) -> Result<(), Failure> {
+    if row.action == "ROLLBACK" {
+        // Rolled back (or failed to): the action asked for did not happen.
+        let outcome = if row.status == "COMPLETE" {
+            "was rolled back".to_string()
+        } else {
+            format!("its rollback failed too: {}", row.status_reason)
+        };
+        return Err(Failure::new(
+            exit::FAILED,
+            format!(
+                "{} ROLLBACK_{}: the action failed and {outcome}; see `kiln stack events {}`",
+                row.name, row.status, row.name
+            ),
+        ));
+    }
     if row.status == "COMPLETE" {
         println!("{} {}_COMPLETE", row.name, row.action);
         Ok(())

@@ -90,6 +90,10 @@ impl Engine {
             tracing::info!(%stack, "the stack's action timed out: stopping it");
         }
         self.repair_stalled().await?;
+        for (stack, traversal) in store.pending_rollbacks().await? {
+            // The engine that ended the failed action died before starting its rollback.
+            self.ended(&stack, traversal).await?;
+        }
         if pruned_at.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
             let retention = self.inner.config.retention_days as i64 * 86_400_000;
             let n = store.prune(id, term, retention).await?;

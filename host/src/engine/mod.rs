@@ -72,6 +72,10 @@ pub struct StackOptions {
     /// engine: the deadline is in the database).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_secs: Option<u64>,
+    /// A failed create or update converges back on the stack's previous template (for a
+    /// create: deletes what it made), as Heat's `disable_rollback: false`.
+    #[serde(default)]
+    pub rollback: bool,
 }
 
 impl StackOptions {
@@ -167,6 +171,7 @@ impl Engine {
             name: name.to_string(),
             on_failure: sources.options.on_failure.as_str().into(),
             timeout_ms: sources.options.timeout_ms(),
+            rollback: sources.options.rollback,
             template: serde_json::to_string(stack).expect("a stack serialises"),
             sources: serde_json::to_string(sources).expect("sources serialise"),
             resources: stack
@@ -230,11 +235,25 @@ impl Engine {
         sources: &Sources,
     ) -> Result<StackRow, StoreError> {
         let row = self.inner.store.find_stack(name_or_id).await?;
+        self.begin_update(&row.id, stack, sources, None).await
+    }
+
+    /// Starts an UPDATE, or for `rollback_of` (the failed traversal) a ROLLBACK, towards
+    /// `stack`.
+    async fn begin_update(
+        &self,
+        stack_id: &str,
+        stack: &template::Stack,
+        sources: &Sources,
+        rollback_of: Option<i64>,
+    ) -> Result<StackRow, StoreError> {
         let update = StackUpdate {
             template: serde_json::to_string(stack).expect("a stack serialises"),
             sources: serde_json::to_string(sources).expect("sources serialise"),
             on_failure: Some(sources.options.on_failure.as_str().into()),
             timeout_ms: sources.options.timeout_ms(),
+            rollback: sources.options.rollback,
+            rollback_of,
             resources: stack
                 .in_order()
                 .map(|r| NewResource {
@@ -247,12 +266,63 @@ impl Engine {
         let row = self
             .inner
             .store
-            .begin_update(&row.id, &update, &self.inner.id)
+            .begin_update(stack_id, &update, &self.inner.id)
             .await?;
         let plan = self.plan(&row).await?;
-        self.advance(&plan, row.traversal, "update").await?;
+        let operation = if rollback_of.is_some() {
+            "rollback"
+        } else {
+            "update"
+        };
+        self.advance(&plan, row.traversal, operation).await?;
         self.inner.wake.notify_waiters();
         self.inner.store.find_stack(&row.id).await
+    }
+
+    /// Starts the rollback a failed action asked for: an update back to the template the
+    /// stack had before (after a failed create, to no resources at all). Returns None when
+    /// it is not wanted any more (another action started, or it already started).
+    pub(super) async fn start_rollback(
+        &self,
+        stack_id: &str,
+        failed: i64,
+    ) -> Result<Option<StackRow>, StoreError> {
+        let store = &self.inner.store;
+        let row = store.find_stack(stack_id).await?;
+        if !row.rollback_pending || row.traversal != failed {
+            return Ok(None);
+        }
+        let corrupt = |what: &str, e: serde_json::Error| {
+            StoreError::Corrupt(format!("{what} of stack {}: {e}", row.name))
+        };
+        let current = self.sources(&row).await?;
+        let (stack, mut sources) = match store.previous(stack_id).await? {
+            Some((t, s)) => (
+                serde_json::from_str::<template::Stack>(&t).map_err(|e| corrupt("template", e))?,
+                serde_json::from_str::<Sources>(&s).map_err(|e| corrupt("sources", e))?,
+            ),
+            None => {
+                // A failed create: back to nothing.
+                let text = store.stack_template(stack_id).await?;
+                let mut empty: template::Stack =
+                    serde_json::from_str(&text).map_err(|e| corrupt("template", e))?;
+                empty.resources.clear();
+                empty.order.clear();
+                empty.outputs.clear();
+                (empty, current.clone())
+            }
+        };
+        // The stack's options stay as they are now.
+        sources.options = current.options;
+        match self
+            .begin_update(stack_id, &stack, &sources, Some(failed))
+            .await
+        {
+            Ok(row) => Ok(Some(row)),
+            // Someone else started an action (or this rollback) first.
+            Err(StoreError::ActionInProgress { .. } | StoreError::StackNotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Runs the stack's last action again after it failed or was cancelled, keeping what
@@ -540,25 +610,42 @@ impl Engine {
         traversal: i64,
         operation: &str,
     ) -> Result<u64, StoreError> {
-        let made = if operation == "delete" || operation == "check" {
+        // A rollback is an update (back to the previous template).
+        let kind = if operation == "rollback" {
+            "update"
+        } else {
+            operation
+        };
+        let made = if kind == "delete" || kind == "check" {
             let all: Vec<&str> = plan.removal.iter().flat_map(Removal::names).collect();
-            self.schedule(plan, traversal, operation, &all).await?
+            self.schedule(plan, traversal, kind, &all).await?
         } else {
             let all: Vec<&str> = plan.stack.order.iter().map(String::as_str).collect();
-            let made = self.schedule(plan, traversal, operation, &all).await?;
-            if operation == "update" {
+            let made = self.schedule(plan, traversal, kind, &all).await?;
+            if kind == "update" {
                 made + self.schedule_cleanup(plan, traversal).await?
             } else {
                 made
             }
         };
-        if made == 0 {
-            self.inner
+        if made == 0
+            && self
+                .inner
                 .store
                 .try_finish_traversal(&plan.stack_id, traversal, operation, &self.inner.id)
-                .await?;
+                .await?
+        {
+            self.ended(&plan.stack_id, traversal).await?;
         }
         Ok(made)
+    }
+
+    /// After this engine ended a traversal: starts the rollback it asked for, if any.
+    pub(super) async fn ended(&self, stack_id: &str, traversal: i64) -> Result<(), StoreError> {
+        if let Some(row) = Box::pin(self.start_rollback(stack_id, traversal)).await? {
+            tracing::info!(stack = %row.name, "rolling back the failed action");
+        }
+        Ok(())
     }
 }
 

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::Engine;
 use super::StoredResolver;
-use super::change::{Change, Existing, decide, quoted};
+use super::change::{self, Change, Existing, decide, quoted};
 use super::plan::Plan;
 use super::worker::{Step, applied, current_of, recorded};
 use crate::runtime::{CallError, Operation, Outcome, UpdateOutcome};
@@ -136,6 +136,28 @@ impl Engine {
         current: &ResourceRow,
         props: &Value,
     ) -> Result<Result<(Phase, String), Step>, StoreError> {
+        let old_props: Option<Value> = current
+            .properties
+            .as_deref()
+            .and_then(|p| serde_json::from_str(p).ok());
+        let wanted = if !holds_object(current) {
+            None
+        } else {
+            Some(decide(
+                &Existing {
+                    type_name: &current.type_name,
+                    properties: old_props.as_ref(),
+                },
+                &res.served_type,
+                props,
+                plan.stack.types.get(&res.served_type),
+            ))
+        };
+        if matches!(wanted, None | Some(Change::Replace { .. }))
+            && let Some(restored) = self.restore(job, res, current, props).await?
+        {
+            return Ok(Err(restored));
+        }
         if !holds_object(current) {
             let why = if current.status == "FAILED" {
                 "creating: its last create failed"
@@ -144,23 +166,11 @@ impl Engine {
             };
             return Ok(Ok((Phase::Create, why.into())));
         }
-        let old_props: Option<Value> = current
-            .properties
-            .as_deref()
-            .and_then(|p| serde_json::from_str(p).ok());
         let failed = current.status != "COMPLETE";
         if failed && let Some(found) = self.check_failed(job, plan, current, props).await {
             return Ok(Ok(found));
         }
-        let change = decide(
-            &Existing {
-                type_name: &current.type_name,
-                properties: old_props.as_ref(),
-            },
-            &res.served_type,
-            props,
-            plan.stack.types.get(&res.served_type),
-        );
+        let change = wanted.expect("decided for an object that exists");
         Ok(match change {
             Change::Unchanged if failed => Err(Step::done(ResourceUpdate {
                 action: current.action.clone(),
@@ -182,6 +192,50 @@ impl Engine {
             Change::Replace { why, .. } => Ok((Phase::Replace, format!("replacing: {why}"))),
             Change::Rejected { why } => Err(Step::Failed(why)),
         })
+    }
+
+    /// An object this resource replaced and whose cleanup has not run (an update failed, or
+    /// this is its rollback) may be just what the template wants again: then it becomes the
+    /// resource's object again, with no call, and the newer one goes in the cleanup.
+    async fn restore(
+        &self,
+        job: &Claimed,
+        res: &Resource,
+        current: &ResourceRow,
+        props: &Value,
+    ) -> Result<Option<Step>, StoreError> {
+        let copies = self
+            .inner
+            .store
+            .replaced_copies(&job.stack_id, &job.resource)
+            .await?;
+        let Some(copy) = copies.into_iter().rev().find(|c| {
+            holds_object(c)
+                && c.type_name == res.served_type
+                && c.properties
+                    .as_deref()
+                    .and_then(|p| serde_json::from_str::<Value>(p).ok())
+                    .is_some_and(|p| change::changed_properties(&p, props).is_empty())
+        }) else {
+            return Ok(None);
+        };
+        Ok(Some(Step::done(ResourceUpdate {
+            action: "UPDATE".into(),
+            status: "COMPLETE".into(),
+            reason: format!(
+                "restored the object it had replaced ({}): no call needed",
+                copy.name
+            ),
+            physical_id: copy.physical_id.clone(),
+            state: copy.state.clone(),
+            attributes: copy.attributes.as_ref().map(Value::to_string),
+            properties: copy.properties.clone(),
+            type_name: Some(copy.type_name.clone()),
+            retire_as: holds_object(current)
+                .then(|| format!("{}/replaced-{}", job.resource, job.traversal)),
+            forget: Some(copy.name.clone()),
+            ..recorded(res)
+        })))
     }
 
     /// A resource an earlier action left FAILED: is its object still there, and as it was

@@ -168,9 +168,13 @@ impl Engine {
         if made > 0 {
             return Ok(true);
         }
-        store
+        let ended = store
             .try_finish_traversal(&job.stack_id, job.traversal, &traversal_op, engine)
-            .await
+            .await?;
+        if ended {
+            self.ended(&job.stack_id, job.traversal).await?;
+        }
+        Ok(ended)
     }
 
     /// A failed create or delete keeps what the store knew of the object (its id and state),

@@ -65,6 +65,9 @@ pub struct ResourceUpdate {
     /// Nothing changed (an update found the resource as the template wants it): only mark it
     /// done in this traversal, with no event.
     pub unchanged: bool,
+    /// A row to remove in the same transaction: the replaced object a rollback restored
+    /// (its identity is now this row's).
+    pub forget: Option<String>,
 }
 
 /// A resource that may be ready, and the resources that must be done (in this traversal, by
@@ -430,6 +433,13 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
+        if let Some(restored) = &u.forget {
+            sqlx::query("DELETE FROM resources WHERE stack_id = $1 AND name = $2")
+                .bind(&job.stack_id)
+                .bind(restored)
+                .execute(&mut *tx)
+                .await?;
+        }
         sqlx::query(self.sql(
             "UPDATE resources SET action = $3, status = $4, status_reason = $5, physical_id = $6, state = $7,
                     attributes = $8, properties = COALESCE($9, properties), traversal = $10, updated_at = NOW_MS,
@@ -613,7 +623,7 @@ impl Store {
             // An update's resources end in whatever action each needed (or none).
             let (left,): (i64,) = sqlx::query_as(
                 "SELECT COUNT(*) FROM resources WHERE stack_id = $1
-                 AND NOT (traversal = $2 AND (action = $3 OR $3 = 'UPDATE') AND status = 'COMPLETE')",
+                 AND NOT (traversal = $2 AND (action = $3 OR $3 IN ('UPDATE', 'ROLLBACK')) AND status = 'COMPLETE')",
             )
             .bind(stack_id)
             .bind(traversal)
@@ -690,6 +700,7 @@ pub fn action_of(operation: &str) -> &'static str {
         "delete" | "cleanup" => "DELETE",
         "update" => "UPDATE",
         "check" => "CHECK",
+        "rollback" => "ROLLBACK",
         _ => "CREATE",
     }
 }

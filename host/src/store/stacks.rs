@@ -27,6 +27,9 @@ pub struct StackRow {
     /// stack has a timeout.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deadline_at: Option<i64>,
+    /// The failed action asked for a rollback that has not started yet.
+    #[serde(skip)]
+    pub rollback_pending: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -81,6 +84,10 @@ pub struct StackUpdate {
     pub on_failure: Option<String>,
     /// The stack's timeout from now on (None: none).
     pub timeout_ms: Option<i64>,
+    /// Whether a failure of this and later actions rolls back.
+    pub rollback: bool,
+    /// For a rollback: the traversal of the failed action it undoes.
+    pub rollback_of: Option<i64>,
     /// Every resource of the new template (rows are made for those the stack lacks).
     pub resources: Vec<NewResource>,
 }
@@ -90,13 +97,14 @@ pub struct NewStack {
     pub name: String,
     pub on_failure: String,
     pub timeout_ms: Option<i64>,
+    pub rollback: bool,
     pub template: String,
     pub sources: String,
     pub resources: Vec<NewResource>,
 }
 
 /// The stack's header: everything but the (large) template, which `stack_template` reads.
-const STACK_COLUMNS: &str = "id, name, action, status, status_reason, traversal, created_at, updated_at, cancel_requested_at, on_failure, deadline_at";
+const STACK_COLUMNS: &str = "id, name, action, status, status_reason, traversal, created_at, updated_at, cancel_requested_at, on_failure, deadline_at, rollback_pending";
 
 fn stack_row(r: &AnyRow) -> Result<StackRow> {
     Ok(StackRow {
@@ -111,6 +119,7 @@ fn stack_row(r: &AnyRow) -> Result<StackRow> {
         cancel_requested_at: r.try_get(8)?,
         on_failure: r.try_get(9)?,
         deadline_at: r.try_get(10)?,
+        rollback_pending: r.try_get::<i64, _>(11)? == 1,
     })
 }
 
@@ -139,8 +148,8 @@ impl Store {
         let done = new.resources.is_empty();
         sqlx::query(self.sql(
             "INSERT INTO stacks (id, name, action, status, template, sources, traversal, created_at, updated_at,
-                                 on_failure, timeout_ms, deadline_at)
-             VALUES ($1, $2, 'CREATE', $3, $4, $5, 1, NOW_MS, NOW_MS, $6, $7, NOW_MS + $7)",
+                                 on_failure, timeout_ms, deadline_at, rollback_enabled)
+             VALUES ($1, $2, 'CREATE', $3, $4, $5, 1, NOW_MS, NOW_MS, $6, $7, NOW_MS + $7, $8)",
         ))
         .bind(&new.id)
         .bind(&new.name)
@@ -149,6 +158,7 @@ impl Store {
         .bind(&new.sources)
         .bind(&new.on_failure)
         .bind(new.timeout_ms)
+        .bind(new.rollback as i64)
         .execute(&mut *tx)
         .await?;
         for chunk in new.resources.chunks(CHUNK) {
@@ -211,7 +221,8 @@ impl Store {
         self.lock(&mut tx, stack_id, action, engine).await?;
         let (traversal,): (i64,) = sqlx::query_as(self.sql(
             "UPDATE stacks SET action = $2, status = 'IN_PROGRESS', status_reason = '', traversal = traversal + 1,
-                    cancel_requested_at = NULL, updated_at = NOW_MS, deadline_at = NOW_MS + timeout_ms
+                    cancel_requested_at = NULL, updated_at = NOW_MS, deadline_at = NOW_MS + timeout_ms,
+                    rollback_pending = 0, skip_rollback = 0
              WHERE id = $1 RETURNING traversal",
         ))
         .bind(stack_id)
@@ -259,20 +270,31 @@ impl Store {
         update: &StackUpdate,
         engine: &str,
     ) -> Result<StackRow> {
+        let action = if update.rollback_of.is_some() {
+            "ROLLBACK"
+        } else {
+            "UPDATE"
+        };
         let mut tx = self.begin().await?;
-        self.lock(&mut tx, stack_id, "UPDATE", engine).await?;
+        self.lock(&mut tx, stack_id, action, engine).await?;
+        // A rollback starts only if its failed action is still the stack's last one.
         let n = sqlx::query(self.sql(
             "UPDATE stacks SET previous_template = template, previous_sources = sources, template = $2,
-                    sources = $3, action = 'UPDATE', status = 'IN_PROGRESS', status_reason = '',
+                    sources = $3, action = $6, status = 'IN_PROGRESS', status_reason = '',
                     traversal = traversal + 1, cancel_requested_at = NULL, updated_at = NOW_MS,
-                    on_failure = COALESCE($4, on_failure), timeout_ms = $5, deadline_at = NOW_MS + $5
-             WHERE id = $1 AND deleted_at IS NULL",
+                    on_failure = COALESCE($4, on_failure), timeout_ms = $5, deadline_at = NOW_MS + $5,
+                    rollback_enabled = $7, rollback_pending = 0, skip_rollback = 0
+             WHERE id = $1 AND deleted_at IS NULL
+               AND ($8 < 0 OR (traversal = $8 AND rollback_pending = 1))",
         ))
         .bind(stack_id)
         .bind(&update.template)
         .bind(&update.sources)
         .bind(&update.on_failure)
         .bind(update.timeout_ms)
+        .bind(action)
+        .bind(update.rollback as i64)
+        .bind(update.rollback_of.unwrap_or(-1))
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -302,9 +324,9 @@ impl Store {
             &mut tx,
             stack_id,
             None,
-            "UPDATE",
+            action,
             "IN_PROGRESS",
-            "Stack UPDATE started",
+            &format!("Stack {action} started"),
             None,
             engine,
         )
@@ -330,8 +352,39 @@ impl Store {
     /// check before each step); calls already running finish and are recorded, and so do
     /// long operations being polled (the cloud is already doing them). The action then ends
     /// FAILED, "cancelled". It needs no lock, so it always gets through.
-    pub async fn cancel(&self, stack_id: &str, engine: &str) -> Result<StackRow> {
+    /// With `rollback` false (`--no-rollback`), a stack with rollback enabled does not roll
+    /// back this action.
+    pub async fn cancel(&self, stack_id: &str, engine: &str, rollback: bool) -> Result<StackRow> {
+        if !rollback {
+            sqlx::query(
+                "UPDATE stacks SET skip_rollback = 1 WHERE id = $1 AND status = 'IN_PROGRESS'",
+            )
+            .bind(stack_id)
+            .execute(&self.pool)
+            .await?;
+        }
         self.stop_action(stack_id, engine, false).await
+    }
+
+    /// Stacks whose failed action asked for a rollback that has not started: (id, the failed
+    /// traversal). The engine that ended the action starts it at once; the leader starts
+    /// those whose engine died first.
+    pub async fn pending_rollbacks(&self) -> Result<Vec<(String, i64)>> {
+        Ok(sqlx::query_as(
+            "SELECT id, traversal FROM stacks WHERE rollback_pending = 1 AND status = 'FAILED'",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// The template and sources a stack had before its last update (None after a create).
+    pub async fn previous(&self, stack_id: &str) -> Result<Option<(String, String)>> {
+        let (t, s): (Option<String>, Option<String>) =
+            sqlx::query_as("SELECT previous_template, previous_sources FROM stacks WHERE id = $1")
+                .bind(stack_id)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(t.zip(s))
     }
 
     /// Cancels the actions whose deadline passed (see `cancel`), whichever engine started
@@ -601,24 +654,35 @@ impl Store {
     ) -> Result<bool> {
         let status = if ok { "COMPLETE" } else { "FAILED" };
         let deleted = action == "DELETE" && ok;
-        let n = sqlx::query(self.sql(
+        // A failed create or update of a stack with rollback enabled asks for its rollback
+        // here, in the transaction that ends it (see `pending_rollbacks`).
+        let ended: Option<(i64,)> = sqlx::query_as(self.sql(
             "UPDATE stacks SET status = $3, status_reason = $4, updated_at = NOW_MS,
-                    deleted_at = CASE WHEN $5 = 1 THEN NOW_MS ELSE deleted_at END
+                    deleted_at = CASE WHEN $5 = 1 THEN NOW_MS ELSE deleted_at END,
+                    rollback_pending = CASE WHEN $3 = 'FAILED' AND action IN ('CREATE', 'UPDATE')
+                                            AND rollback_enabled = 1 AND skip_rollback = 0
+                                       THEN 1 ELSE 0 END
              WHERE id = $1 AND traversal = $2 AND status = 'IN_PROGRESS'
-               AND NOT EXISTS (SELECT 1 FROM jobs WHERE stack_id = $1 AND traversal = $2)",
+               AND NOT EXISTS (SELECT 1 FROM jobs WHERE stack_id = $1 AND traversal = $2)
+             RETURNING rollback_pending",
         ))
         .bind(stack_id)
         .bind(traversal)
         .bind(status)
         .bind(reason)
         .bind(deleted as i64)
-        .execute(&mut **tx)
-        .await?
-        .rows_affected();
-        if n == 0 {
+        .fetch_optional(&mut **tx)
+        .await?;
+        let Some((rollback,)) = ended else {
             return Ok(false);
-        }
-        if action == "UPDATE" {
+        };
+        let reason = if rollback == 1 {
+            format!("{reason}; rolling back")
+        } else {
+            reason.to_string()
+        };
+        let reason = reason.as_str();
+        if action == "UPDATE" || action == "ROLLBACK" {
             // What the update's cleanup deleted is gone: its rows go (the events remain).
             sqlx::query(
                 "DELETE FROM resources WHERE stack_id = $1 AND traversal = $2 AND action = 'DELETE'
@@ -721,6 +785,22 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    /// The objects `name` replaced that are not deleted yet (rows `NAME/replaced-N`).
+    pub async fn replaced_copies(&self, stack_id: &str, name: &str) -> Result<Vec<ResourceRow>> {
+        let prefix = format!("{name}/replaced-");
+        let rows = sqlx::query(
+            "SELECT name, type, action, status, status_reason, physical_id, state, attributes, updated_at, properties,
+                    requires, deletion_policy
+             FROM resources WHERE stack_id = $1 AND SUBSTR(name, 1, CAST($3 AS INTEGER)) = $2 ORDER BY name",
+        )
+        .bind(stack_id)
+        .bind(&prefix)
+        .bind(prefix.chars().count() as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(resource_row).collect()
     }
 
     /// Events of a stack after `after` (an event id), oldest first.
