@@ -276,6 +276,7 @@ async fn update_leaves_updates_replaces_and_removes_as_the_schema_says_and_previ
     }
 }
 
+/// `n` independent TestResources `r000`...; `broken` fails.
 fn many(n: usize, broken: Option<usize>) -> String {
     let mut text = HEAD.to_string();
     for i in 0..n {
@@ -307,68 +308,173 @@ async fn states(store: &Store, id: &str) -> HashMap<String, (String, Option<Stri
         .collect()
 }
 
+/// A ResourceGroup of `count` TestResources; member `broken` (if any) fails.
+fn group(count: usize, broken: &str) -> String {
+    format!(
+        "{HEAD}  web:
+    type: OS::Heat::ResourceGroup
+    properties:
+      count: {count}
+      resource_def:
+        type: OS::Heat::TestResource
+        properties:
+          value: member-%index%
+          fail: {{equals: ['{broken}', '%index%']}}
+outputs:
+  values: {{value: {{get_attr: [web, output]}}}}
+"
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failed_create_is_finished_by_an_update_that_redoes_nothing_that_worked() {
+async fn a_500_member_group_whose_member_250_failed_is_finished_without_redoing_what_worked() {
     for db in backends().await {
         let run = start(&db.url, &[], 8).await;
         let store = run.engine.store().clone();
-        // Resource #250 of 500 fails: what runs beside it finishes, nothing new starts.
-        let row = create(&run.engine, "big", &many(500, Some(250))).await;
+        // Member #250 fails: what runs beside it finishes, nothing new starts.
+        let row = create(&run.engine, "big", &group(500, "250")).await;
         let failed = settle(&store, &row.id).await;
         assert_eq!(failed.status, "FAILED", "{}", db.name);
-        assert!(
-            failed.status_reason.contains("r250"),
-            "{}",
-            failed.status_reason
-        );
+        assert!(failed.status_reason.contains("web[250]"), "{}", failed.status_reason);
         let before = states(&store, &row.id).await;
-        assert_eq!(before["r250"].0, "CREATE_FAILED");
+        assert_eq!(before["web[250]"].0, "CREATE_FAILED");
+        let member = |n: &String| n.starts_with("web[");
         let complete: Vec<&String> = before
             .iter()
-            .filter(|(_, (s, _))| s == "CREATE_COMPLETE")
+            .filter(|(n, (s, _))| member(n) && s == "CREATE_COMPLETE")
             .map(|(n, _)| n)
             .collect();
         let not_started = before
-            .values()
-            .filter(|(s, _)| s == "INIT_COMPLETE")
+            .iter()
+            .filter(|(n, (s, _))| member(n) && s == "INIT_COMPLETE")
             .count();
         assert!(
-            complete.len() >= 250 && not_started >= 100,
+            complete.len() >= 200 && not_started >= 100,
             "{}: {} complete, {not_started} not started (on_failure: stop)",
             db.name,
             complete.len()
         );
         assert_eq!(complete.len() + not_started + 1, 500, "{}", db.name);
+        assert_eq!(before["web"].0, "INIT_COMPLETE", "{}: the group waits", db.name);
 
-        // The template fixed: only the failed and the missing ones are worked on.
-        update(&run.engine, "big", &many(500, None)).await;
+        // Fixed: only the failed member and the missing ones are worked on (and the group).
+        update(&run.engine, "big", &group(500, "none")).await;
         let done = settle(&store, &row.id).await;
-        assert_eq!(
-            done.status, "COMPLETE",
-            "{}: {}",
-            db.name, done.status_reason
-        );
+        assert_eq!(done.status, "COMPLETE", "{}: {}", db.name, done.status_reason);
         let after = states(&store, &row.id).await;
         for name in &complete {
-            assert_eq!(
-                after[*name], before[*name],
-                "{}: {name} was left alone",
-                db.name
-            );
+            assert_eq!(after[*name], before[*name], "{}: {name} was left alone", db.name);
         }
-        assert!(
-            after.values().all(|(s, _)| s == "CREATE_COMPLETE"),
-            "{}",
-            db.name
-        );
+        assert!(after.values().all(|(s, _)| s == "CREATE_COMPLETE"), "{}", db.name);
         let touched: Vec<String> = current_action_events(&store, &row.id)
             .await
             .into_iter()
             .filter(|e| e.status == "IN_PROGRESS")
             .filter_map(|e| e.resource)
             .collect();
-        assert_eq!(touched.len(), not_started + 1, "{}: {touched:?}", db.name);
+        assert_eq!(touched.len(), not_started + 2, "{}: {touched:?}", db.name);
         assert!(touched.iter().all(|n| !complete.contains(&n)));
+        // The group gathers every member's attribute, in index order.
+        let outputs = run.engine.store().stack_template(&row.id).await.unwrap();
+        let stack: kiln::template::Stack = serde_json::from_str(&outputs).unwrap();
+        let rows = store.resources(&row.id).await.unwrap();
+        let resolver = kiln::engine::StoredResolver::new(rows, "big", &row.id);
+        let values = stack.output("values", &resolver).unwrap();
+        assert_eq!(values.as_array().unwrap().len(), 500);
+        assert_eq!(values[250], "member-250", "{}", db.name);
+        run.shutdown().await;
+        db.cleanup().await;
+    }
+}
+
+/// A group of `count` members that replace themselves on any change, rolled `batch` at a
+/// time with a pause between batches.
+fn rolling(count: usize, version: u32, batch: usize) -> String {
+    format!(
+        "{HEAD}  web:
+    type: OS::Heat::ResourceGroup
+    update_policy:
+      rolling_update: {{max_batch_size: {batch}, pause_time: 0.5}}
+    properties:
+      count: {count}
+      resource_def:
+        type: OS::Heat::TestResource
+        properties:
+          value: v{version}-%index%
+          update_replace: true
+"
+    )
+}
+
+/// The most members being changed at once, replayed from the events in order.
+fn most_at_once(events: &[EventRow]) -> usize {
+    let mut busy = std::collections::BTreeSet::new();
+    let mut most = 0;
+    for e in events {
+        let Some(r) = e.resource.as_deref().filter(|r| r.starts_with("web[") && !r.contains("pause")) else {
+            continue;
+        };
+        match (e.action.as_str(), e.status.as_str()) {
+            ("UPDATE" | "CREATE", "IN_PROGRESS") => {
+                busy.insert(r.to_string());
+            }
+            (_, "COMPLETE" | "FAILED") => {
+                busy.remove(r);
+            }
+            _ => {}
+        }
+        most = most.max(busy.len());
+    }
+    most
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_update_replaces_at_most_max_batch_size_members_at_once_and_scales() {
+    for db in backends().await {
+        let run = start(&db.url, &[], 16).await;
+        let store = run.engine.store().clone();
+        let row = create(&run.engine, "rolled", &rolling(20, 1, 5)).await;
+        assert_eq!(settle(&store, &row.id).await.status, "COMPLETE", "{}", db.name);
+        let first = current_action_events(&store, &row.id).await;
+        assert!(most_at_once(&first) <= 5, "{}: created in batches", db.name);
+
+        update(&run.engine, "rolled", &rolling(20, 2, 5)).await;
+        let done = settle(&store, &row.id).await;
+        assert_eq!(done.status, "COMPLETE", "{}: {}", db.name, done.status_reason);
+        let events = current_action_events(&store, &row.id).await;
+        let most = most_at_once(&events);
+        assert!(most <= 5, "{}: {most} members were being replaced at once", db.name);
+        let replaced = events
+            .iter()
+            .filter(|e| e.status == "COMPLETE" && e.reason.starts_with("replaced"))
+            .count();
+        assert_eq!(replaced, 20, "{}", db.name);
+        // Three pauses (between four batches), each a durable timer that waited.
+        let pauses: Vec<&EventRow> = events
+            .iter()
+            .filter(|e| e.resource.as_deref().is_some_and(|r| r.contains("[pause-")))
+            .filter(|e| e.status == "IN_PROGRESS")
+            .collect();
+        assert_eq!(pauses.len(), 3, "{}: {pauses:?}", db.name);
+        let rows = store.resources(&row.id).await.unwrap();
+        assert!(rows.iter().all(|r| !r.name.contains('/')), "{}: old members deleted", db.name);
+
+        // Scaling is an update: up adds members, down removes the highest indices.
+        update(&run.engine, "rolled", &rolling(23, 2, 5)).await;
+        assert_eq!(settle(&store, &row.id).await.status, "COMPLETE");
+        update(&run.engine, "rolled", &rolling(18, 2, 5)).await;
+        assert_eq!(settle(&store, &row.id).await.status, "COMPLETE");
+        let members: Vec<String> = store
+            .resources(&row.id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.name)
+            .filter(|n| n.starts_with("web[") && !n.contains("pause"))
+            .collect();
+        let expected: std::collections::BTreeSet<String> =
+            (0..18).map(|i| format!("web[{i}]")).collect();
+        assert_eq!(members.into_iter().collect::<std::collections::BTreeSet<_>>(), expected);
         run.shutdown().await;
         db.cleanup().await;
     }

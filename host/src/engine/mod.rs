@@ -2,6 +2,7 @@
 //! pool of worker tasks. Everything it needs to resume lives in the store; what it keeps in
 //! memory (parsed templates) is a cache that any other engine can rebuild.
 
+mod builtin;
 mod change;
 mod maintenance;
 mod plan;

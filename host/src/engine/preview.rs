@@ -159,7 +159,8 @@ impl Engine {
                 &props,
                 stack.types.get(&res.served_type),
             );
-            if let Some(old) = &old {
+            let internal = crate::template::is_builtin(&res.served_type);
+            if let Some(old) = old.as_ref().filter(|_| !internal) {
                 planned.properties = changed_properties(old, &props)
                     .into_iter()
                     .map(|name| PropertyChange {
@@ -179,7 +180,12 @@ impl Engine {
                 Change::Unchanged => ("unchanged", String::new()),
                 Change::Update { changed } => {
                     unknown.insert(res.name.clone(), Unknown::Attributes);
-                    ("update", format!("{} changed", quoted(&changed)))
+                    let why = match res.served_type.as_str() {
+                        crate::template::GROUP_TYPE => "its members change".to_string(),
+                        crate::template::PAUSE_TYPE => "pauses: the batch before changes".to_string(),
+                        _ => format!("{} changed", quoted(&changed)),
+                    };
+                    ("update", why)
                 }
                 Change::Replace { why, .. } => {
                     unknown.insert(res.name.clone(), Unknown::Identity);

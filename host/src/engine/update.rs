@@ -11,12 +11,13 @@ use serde_json::Value;
 
 use super::Engine;
 use super::StoredResolver;
+use super::builtin;
 use super::change::{self, Change, Existing, decide, quoted};
 use super::plan::Plan;
 use super::worker::{Step, applied, current_of, recorded};
 use crate::runtime::{CallError, Operation, Outcome, UpdateOutcome};
 use crate::store::{Claimed, ResourceRow, ResourceUpdate, StoreError};
-use crate::template::Resource;
+use crate::template::{GROUP_TYPE, PAUSE_TYPE, Resource};
 
 /// Which call of an update job a long operation belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -185,6 +186,16 @@ impl Engine {
                 unchanged: true,
                 ..recorded(res)
             })),
+            Change::Update { .. } if res.served_type == PAUSE_TYPE => Ok((
+                Phase::Update,
+                format!(
+                    "pausing {} s: the batch before changed",
+                    props.get("seconds").unwrap_or(&Value::Null)
+                ),
+            )),
+            Change::Update { .. } if res.served_type == GROUP_TYPE => {
+                Ok((Phase::Update, "gathering its members again".into()))
+            }
             Change::Update { changed } => Ok((
                 Phase::Update,
                 format!("updating in place: {} changed", quoted(&changed)),
@@ -291,6 +302,16 @@ impl Engine {
         phase: Phase,
         polling: Option<Value>,
     ) -> Result<Step, StoreError> {
+        if builtin::is_builtin(&res.served_type) {
+            let outcome = builtin::apply(
+                &plan.stack_id,
+                &job.resource,
+                &res.served_type,
+                props,
+                polling.is_some(),
+            );
+            return self.finished(job, res, props, phase, Ok(outcome)).await;
+        }
         let Some((plugin, _)) = self.inner.plugins.for_type(&res.served_type) else {
             return Ok(Step::Failed(format!(
                 "no plugin serves the type {}",
@@ -342,6 +363,18 @@ impl Engine {
                     .await?
             }
         };
+        self.finished(job, res, props, phase, result).await
+    }
+
+    /// What became of the call of `phase`.
+    async fn finished(
+        &self,
+        job: &Claimed,
+        res: &Resource,
+        props: &Value,
+        phase: Phase,
+        result: Result<Outcome, CallError>,
+    ) -> Result<Step, StoreError> {
         Ok(match result {
             Ok(Outcome::Done(d)) => {
                 let (action, why) = match phase {
@@ -364,7 +397,12 @@ impl Engine {
                 .expect("pending state serialises"),
             },
             Err(e) => {
-                self.after_error(job, plugin.name(), &res.served_type, phase.operation(), e)
+                let plugin = self
+                    .inner
+                    .plugins
+                    .for_type(&res.served_type)
+                    .map_or("", |(p, _)| p.name());
+                self.after_error(job, plugin, &res.served_type, phase.operation(), e)
                     .await?
             }
         })

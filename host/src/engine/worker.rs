@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use super::Engine;
 use super::StoredResolver;
+use super::builtin;
 use super::plan::Plan;
 use crate::credentials::Refresh;
 use crate::metrics::{BudgetLabels, RefreshLabels, RetryLabels, metrics};
@@ -261,6 +262,9 @@ impl Engine {
                     .unwrap_or_default(),
             ),
         };
+        if builtin::is_builtin(&type_name) {
+            return Ok(Step::done(deleted("state changed")));
+        }
         if policy == DeletionPolicy::Retain {
             return Ok(Step::done(ResourceUpdate {
                 reason: "retained (deletion_policy: Retain)".into(),
@@ -322,6 +326,18 @@ impl Engine {
         if current.physical_id.is_none() && current.state.is_none() {
             return Ok(Step::Failed("it was never created".into()));
         }
+        if builtin::is_builtin(&current.type_name) {
+            // Nothing outside the database to look at.
+            return Ok(Step::done(ResourceUpdate {
+                action: "CHECK".into(),
+                status: "COMPLETE".into(),
+                reason: "served by the engine".into(),
+                physical_id: current.physical_id.clone(),
+                state: current.state.clone(),
+                attributes: current.attributes.as_ref().map(Value::to_string),
+                ..ResourceUpdate::default()
+            }));
+        }
         let Some((plugin, _)) = self.inner.plugins.for_type(&current.type_name) else {
             return Ok(Step::Failed(format!(
                 "no plugin serves the type {}",
@@ -371,12 +387,6 @@ impl Engine {
                 job.resource
             )));
         };
-        let Some((plugin, _)) = self.inner.plugins.for_type(&res.served_type) else {
-            return Ok(Step::Failed(format!(
-                "no plugin serves the type {}",
-                res.served_type
-            )));
-        };
         let deps: Vec<&str> = res.depends_on.iter().map(String::as_str).collect();
         let rows = self
             .inner
@@ -388,8 +398,30 @@ impl Engine {
             Ok(p) => p,
             Err(e) => return Ok(Step::Failed(e.to_string())),
         };
-        let ctx = self.context(plan, job, &res.served_type, Operation::Create, "create");
         let polling = pending_of(job);
+        if builtin::is_builtin(&res.served_type) {
+            let outcome = builtin::apply(
+                &plan.stack_id,
+                &job.resource,
+                &res.served_type,
+                &props,
+                polling.is_some(),
+            );
+            return Ok(match outcome {
+                Outcome::Done(d) => Step::done(applied(res, "CREATE", "state changed", d, &props)),
+                Outcome::Pending(p) => Step::Pending {
+                    delay_ms: p.poll_after_ms,
+                    state: p.state,
+                },
+            });
+        }
+        let Some((plugin, _)) = self.inner.plugins.for_type(&res.served_type) else {
+            return Ok(Step::Failed(format!(
+                "no plugin serves the type {}",
+                res.served_type
+            )));
+        };
+        let ctx = self.context(plan, job, &res.served_type, Operation::Create, "create");
         let result = self
             .reauthorized(job, plugin, || async {
                 match &polling {

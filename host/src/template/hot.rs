@@ -112,6 +112,7 @@ fn check(
         file: &template.name,
         list,
     };
+    let catalog = &super::group::WithBuiltins(catalog);
     let null = Node {
         pos: doc.pos,
         value: Yaml::Null,
@@ -210,7 +211,32 @@ fn check(
             format!("expected a mapping, got {}", resources_node.kind()),
         );
     }
-    for (key, def) in resources_node.entries() {
+    let condition_names: BTreeSet<String> = section("conditions")
+        .entries()
+        .iter()
+        .map(|(k, _)| k.name.clone())
+        .collect();
+    let empty = BTreeMap::new();
+    // Groups become their members first: everything after sees ordinary resources.
+    let no_conditions = BTreeMap::new();
+    let expanded = super::group::expand(
+        resources_node.entries(),
+        &|t| env.map_type(t),
+        &Names {
+            version: &version,
+            parameters: &param_names,
+            resources: &empty,
+            conditions: &condition_names,
+            static_only: true,
+        },
+        &Scope {
+            params: &values,
+            conditions: &no_conditions,
+            resolver: None,
+        },
+        &mut errors,
+    );
+    for (key, def) in &expanded {
         let served = def
             .get("type")
             .and_then(Node::as_str)
@@ -219,21 +245,17 @@ fn check(
             .as_deref()
             .and_then(|t| catalog.lookup(t))
             .map(ResourceSchema::from);
-        attributes.insert(
-            key.name.clone(),
-            schema.as_ref().map(|s| s.attributes.clone()),
-        );
+        // A group answers get_attr for any attribute its members have.
+        let known = schema
+            .as_ref()
+            .filter(|s| s.type_name != super::group::GROUP_TYPE)
+            .map(|s| s.attributes.clone());
+        attributes.insert(key.name.clone(), known);
         if let Some(s) = schema {
             types.insert(s.type_name.clone(), s);
         }
     }
 
-    let condition_names: BTreeSet<String> = section("conditions")
-        .entries()
-        .iter()
-        .map(|(k, _)| k.name.clone())
-        .collect();
-    let empty = BTreeMap::new();
     let static_names = Names {
         version: &version,
         parameters: &param_names,
@@ -255,7 +277,7 @@ fn check(
     };
 
     let mut all: Vec<Checked> = Vec::new();
-    for (key, def) in resources_node.entries() {
+    for (key, def) in &expanded {
         if let Some(r) = resource(
             &key.name,
             key.pos,
@@ -501,6 +523,17 @@ fn condition(
 }
 
 /// Parses and folds one value.
+/// A node parsed and folded as far as `scope` allows (a whole value when it is static).
+pub(super) fn evaluate(
+    node: &Node,
+    path: &str,
+    names: &Names,
+    scope: &Scope,
+    errors: &mut Errors,
+) -> Expr {
+    value(node, path, names, scope, errors)
+}
+
 fn value(node: &Node, path: &str, names: &Names, scope: &Scope, errors: &mut Errors) -> Expr {
     let expr = Expr::parse(node, path, names, errors);
     fold(expr, scope, errors.file, errors.list)
