@@ -333,3 +333,134 @@ fn a_bad_or_unreachable_database_is_named_with_the_reason() {
         text(&out).1
     );
 }
+
+#[test]
+fn preview_update_follow_check_resume_and_rollback_from_the_command_line() {
+    let k = Kiln::new();
+    let template = example("examples/quickstart/stack.yaml");
+    let create = k.run(&[
+        "stack",
+        "create",
+        "qs",
+        "-t",
+        &template,
+        "--enable-rollback",
+    ]);
+    assert!(create.status.success(), "{}", text(&create).1);
+
+    // The preview changes nothing and says why, as a table and as JSON.
+    let args = [
+        "--existing",
+        "-P",
+        "environment=prod",
+        "-P",
+        "name_length=16",
+    ];
+    let preview = k.run(&[&["stack", "preview", "qs"][..], &args].concat());
+    let (table, stderr) = text(&preview);
+    assert!(preview.status.success(), "{stderr}");
+    assert!(
+        table.contains("replace") && table.contains("property 'length' cannot change in place"),
+        "{table}"
+    );
+    assert!(
+        table.contains("Preview of qs: 0 to create, 3 to update in place, 1 to replace, 0 to delete, 3 unchanged."),
+        "{table}"
+    );
+    let plan = k.json(
+        &[
+            &["stack", "update", "qs", "--dry-run", "--format", "json"][..],
+            &args,
+        ]
+        .concat(),
+    );
+    let actions: Vec<(&str, &str)> = plan["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["resource"].as_str().unwrap(),
+                c["action"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert!(actions.contains(&("seed", "replace")) && actions.contains(&("worker_a", "update")));
+    let show = k.json(&["stack", "show", "qs", "--format", "json"]);
+    assert_eq!(
+        show["stack"]["action"], "CREATE",
+        "the dry run changed nothing"
+    );
+
+    // The update, followed from another process until it ends.
+    let update = k
+        .command(&[&["stack", "update", "qs"][..], &args].concat())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while k.json(&["stack", "show", "qs", "--format", "json"])["stack"]["action"] != "UPDATE" {
+        assert!(Instant::now() < deadline, "the update never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let followed = k.run(&["stack", "events", "qs", "--follow", "--format", "json"]);
+    let lines: Vec<Value> = String::from_utf8_lossy(&followed.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let last = lines.last().unwrap();
+    assert_eq!(
+        (last["action"].as_str(), last["status"].as_str()),
+        (Some("UPDATE"), Some("COMPLETE")),
+        "--follow ends with the action"
+    );
+    let update = update.wait_with_output().unwrap();
+    let (stdout, stderr) = text(&update);
+    assert!(update.status.success(), "{stderr}");
+    assert!(
+        stdout.trim_end().ends_with("qs UPDATE_COMPLETE"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("prod-a-"),
+        "the outputs re-resolved: {stdout}"
+    );
+
+    let check = k.run(&["stack", "check", "qs"]);
+    assert!(check.status.success(), "{}", text(&check).1);
+    assert!(text(&check).0.contains("qs CHECK_COMPLETE"));
+    let resume = k.run(&["stack", "resume", "qs"]);
+    assert!(resume.status.success(), "{}", text(&resume).1);
+
+    // A failing update rolls back (rollback was enabled at create) and exits 1 saying so.
+    let broken = k.dir.path().join("broken.yaml");
+    let original = std::fs::read_to_string(&template).unwrap();
+    let with_broken = original.replace(
+        "\noutputs:",
+        "  broken:\n    type: OS::Heat::TestResource\n    properties: {fail: true}\n\noutputs:",
+    );
+    std::fs::write(&broken, with_broken).unwrap();
+    let failed = k.run(&[
+        "stack",
+        "update",
+        "qs",
+        "-t",
+        broken.to_str().unwrap(),
+        "--existing",
+    ]);
+    assert_eq!(failed.status.code(), Some(1), "{}", text(&failed).1);
+    assert!(
+        text(&failed)
+            .1
+            .contains("qs ROLLBACK_COMPLETE: the action failed and was rolled back"),
+        "{}",
+        text(&failed).1
+    );
+    let resources = k.json(&["resource", "list", "qs", "--format", "json"]);
+    assert_eq!(
+        resources.as_array().unwrap().len(),
+        7,
+        "broken is gone again"
+    );
+}

@@ -335,7 +335,11 @@ async fn a_500_member_group_whose_member_250_failed_is_finished_without_redoing_
         let row = create(&run.engine, "big", &group(500, "250")).await;
         let failed = settle(&store, &row.id).await;
         assert_eq!(failed.status, "FAILED", "{}", db.name);
-        assert!(failed.status_reason.contains("web[250]"), "{}", failed.status_reason);
+        assert!(
+            failed.status_reason.contains("web[250]"),
+            "{}",
+            failed.status_reason
+        );
         let before = states(&store, &row.id).await;
         assert_eq!(before["web[250]"].0, "CREATE_FAILED");
         let member = |n: &String| n.starts_with("web[");
@@ -355,17 +359,33 @@ async fn a_500_member_group_whose_member_250_failed_is_finished_without_redoing_
             complete.len()
         );
         assert_eq!(complete.len() + not_started + 1, 500, "{}", db.name);
-        assert_eq!(before["web"].0, "INIT_COMPLETE", "{}: the group waits", db.name);
+        assert_eq!(
+            before["web"].0, "INIT_COMPLETE",
+            "{}: the group waits",
+            db.name
+        );
 
         // Fixed: only the failed member and the missing ones are worked on (and the group).
         update(&run.engine, "big", &group(500, "none")).await;
         let done = settle(&store, &row.id).await;
-        assert_eq!(done.status, "COMPLETE", "{}: {}", db.name, done.status_reason);
+        assert_eq!(
+            done.status, "COMPLETE",
+            "{}: {}",
+            db.name, done.status_reason
+        );
         let after = states(&store, &row.id).await;
         for name in &complete {
-            assert_eq!(after[*name], before[*name], "{}: {name} was left alone", db.name);
+            assert_eq!(
+                after[*name], before[*name],
+                "{}: {name} was left alone",
+                db.name
+            );
         }
-        assert!(after.values().all(|(s, _)| s == "CREATE_COMPLETE"), "{}", db.name);
+        assert!(
+            after.values().all(|(s, _)| s == "CREATE_COMPLETE"),
+            "{}",
+            db.name
+        );
         let touched: Vec<String> = current_action_events(&store, &row.id)
             .await
             .into_iter()
@@ -411,7 +431,11 @@ fn most_at_once(events: &[EventRow]) -> usize {
     let mut busy = std::collections::BTreeSet::new();
     let mut most = 0;
     for e in events {
-        let Some(r) = e.resource.as_deref().filter(|r| r.starts_with("web[") && !r.contains("pause")) else {
+        let Some(r) = e
+            .resource
+            .as_deref()
+            .filter(|r| r.starts_with("web[") && !r.contains("pause"))
+        else {
             continue;
         };
         match (e.action.as_str(), e.status.as_str()) {
@@ -434,16 +458,29 @@ async fn a_rolling_update_replaces_at_most_max_batch_size_members_at_once_and_sc
         let run = start(&db.url, &[], 16).await;
         let store = run.engine.store().clone();
         let row = create(&run.engine, "rolled", &rolling(20, 1, 5)).await;
-        assert_eq!(settle(&store, &row.id).await.status, "COMPLETE", "{}", db.name);
+        assert_eq!(
+            settle(&store, &row.id).await.status,
+            "COMPLETE",
+            "{}",
+            db.name
+        );
         let first = current_action_events(&store, &row.id).await;
         assert!(most_at_once(&first) <= 5, "{}: created in batches", db.name);
 
         update(&run.engine, "rolled", &rolling(20, 2, 5)).await;
         let done = settle(&store, &row.id).await;
-        assert_eq!(done.status, "COMPLETE", "{}: {}", db.name, done.status_reason);
+        assert_eq!(
+            done.status, "COMPLETE",
+            "{}: {}",
+            db.name, done.status_reason
+        );
         let events = current_action_events(&store, &row.id).await;
         let most = most_at_once(&events);
-        assert!(most <= 5, "{}: {most} members were being replaced at once", db.name);
+        assert!(
+            most <= 5,
+            "{}: {most} members were being replaced at once",
+            db.name
+        );
         let replaced = events
             .iter()
             .filter(|e| e.status == "COMPLETE" && e.reason.starts_with("replaced"))
@@ -457,7 +494,11 @@ async fn a_rolling_update_replaces_at_most_max_batch_size_members_at_once_and_sc
             .collect();
         assert_eq!(pauses.len(), 3, "{}: {pauses:?}", db.name);
         let rows = store.resources(&row.id).await.unwrap();
-        assert!(rows.iter().all(|r| !r.name.contains('/')), "{}: old members deleted", db.name);
+        assert!(
+            rows.iter().all(|r| !r.name.contains('/')),
+            "{}: old members deleted",
+            db.name
+        );
 
         // Scaling is an update: up adds members, down removes the highest indices.
         update(&run.engine, "rolled", &rolling(23, 2, 5)).await;
@@ -474,7 +515,12 @@ async fn a_rolling_update_replaces_at_most_max_batch_size_members_at_once_and_sc
             .collect();
         let expected: std::collections::BTreeSet<String> =
             (0..18).map(|i| format!("web[{i}]")).collect();
-        assert_eq!(members.into_iter().collect::<std::collections::BTreeSet<_>>(), expected);
+        assert_eq!(
+            members
+                .into_iter()
+                .collect::<std::collections::BTreeSet<_>>(),
+            expected
+        );
         run.shutdown().await;
         db.cleanup().await;
     }

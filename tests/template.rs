@@ -489,3 +489,24 @@ fn cli_validate_bad_template() {
     let (out, _) = kiln(&["validate", "-t", "no/such/file.yaml"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[tokio::test]
+async fn resource_groups_expand_into_members_and_report_bad_definitions() {
+    let lines = errors("group_errors.yaml", &[], &[]).await;
+    let expected = [
+        "group_errors.yaml:8:14: resources.dynamic.properties.count: must be known when the stack is validated",
+        "group_errors.yaml:13:14: resources.huge.properties.count: 20000 members is over the limit of 10000",
+        "resources.shapeless.properties: resource_def is missing: what each member is",
+        "group_errors.yaml:19:7: resources.shapeless.properties: unknown property 'size' of OS::Heat::ResourceGroup",
+        "resources.bad_member[0].properties.wait_secs: -1 is out of range >= 0",
+        "resources.bad_member[1].properties.wait_secs: -1 is out of range >= 0",
+        "resources.web[0]: the name is taken by a member of the group 'web'",
+    ];
+    for want in expected {
+        assert!(
+            lines.iter().any(|l| l.contains(want)),
+            "no error like {want:?} in:\n{}",
+            lines.join("\n")
+        );
+    }
+}

@@ -75,7 +75,11 @@ fn group_attributes(props: &Value) -> Map<String, Value> {
     for name in names {
         let values = members
             .iter()
-            .map(|m| m.pointer(&format!("/attributes/{name}")).cloned().unwrap_or(Value::Null))
+            .map(|m| {
+                m.pointer(&format!("/attributes/{name}"))
+                    .cloned()
+                    .unwrap_or(Value::Null)
+            })
             .collect();
         out.insert(name, Value::Array(values));
     }
@@ -108,6 +112,9 @@ mod tests {
             panic!("a pause waits");
         };
         assert_eq!(p.poll_after_ms, 2500);
-        assert!(matches!(apply("s", "g[pause-1]", PAUSE_TYPE, &props, true), Outcome::Done(_)));
+        assert!(matches!(
+            apply("s", "g[pause-1]", PAUSE_TYPE, &props, true),
+            Outcome::Done(_)
+        ));
     }
 }

@@ -182,7 +182,9 @@ impl Engine {
                     unknown.insert(res.name.clone(), Unknown::Attributes);
                     let why = match res.served_type.as_str() {
                         crate::template::GROUP_TYPE => "its members change".to_string(),
-                        crate::template::PAUSE_TYPE => "pauses: the batch before changes".to_string(),
+                        crate::template::PAUSE_TYPE => {
+                            "pauses: the batch before changes".to_string()
+                        }
                         _ => format!("{} changed", quoted(&changed)),
                     };
                     ("update", why)

@@ -44,7 +44,10 @@ static BUILTINS: LazyLock<Vec<TypeSchema>> = LazyLock::new(|| {
         attributes: Vec::new(),
     };
     vec![
-        open(GROUP_TYPE, "A group of like resources (expanded into its members)."),
+        open(
+            GROUP_TYPE,
+            "A group of like resources (expanded into its members).",
+        ),
         open(PAUSE_TYPE, "A pause between batches of a group's members."),
     ]
 });
@@ -157,18 +160,30 @@ impl<'a> Group<'a> {
                 match as_count(&v) {
                     Some(c) if c <= MAX_COUNT => c,
                     Some(c) => {
-                        errors.at(n.pos, &at, format!("{c} members is over the limit of {MAX_COUNT}"));
+                        errors.at(
+                            n.pos,
+                            &at,
+                            format!("{c} members is over the limit of {MAX_COUNT}"),
+                        );
                         return None;
                     }
                     None => {
-                        errors.at(n.pos, &at, format!("expected a whole number of members, got {v}"));
+                        errors.at(
+                            n.pos,
+                            &at,
+                            format!("expected a whole number of members, got {v}"),
+                        );
                         return None;
                     }
                 }
             }
         };
         let Some(resource_def) = props.get("resource_def") else {
-            errors.at(props.pos, &path, "resource_def is missing: what each member is");
+            errors.at(
+                props.pos,
+                &path,
+                "resource_def is missing: what each member is",
+            );
             return None;
         };
         if resource_def.get("type").and_then(Node::as_str).is_none() {
@@ -184,7 +199,11 @@ impl<'a> Group<'a> {
             Some(n) => match n.as_str() {
                 Some(s) if !s.is_empty() => s.to_string(),
                 _ => {
-                    errors.at(n.pos, &format!("{path}.index_var"), "expected a non-empty string");
+                    errors.at(
+                        n.pos,
+                        &format!("{path}.index_var"),
+                        "expected a non-empty string",
+                    );
                     return None;
                 }
             },
@@ -199,7 +218,11 @@ impl<'a> Group<'a> {
                     .collect::<Option<Vec<_>>>()
             });
             let Some(Some(lists)) = lists else {
-                errors.at(policies.pos, &at, "expected a list of {resource_list: [member index, ...]}");
+                errors.at(
+                    policies.pos,
+                    &at,
+                    "expected a list of {resource_list: [member index, ...]}",
+                );
                 return None;
             };
             for item in lists.into_iter().flatten() {
@@ -207,7 +230,11 @@ impl<'a> Group<'a> {
                     Some(i) => {
                         removed.insert(i);
                     }
-                    None => errors.at(policies.pos, &at, format!("expected a member index, got {item}")),
+                    None => errors.at(
+                        policies.pos,
+                        &at,
+                        format!("expected a member index, got {item}"),
+                    ),
                 }
             }
         }
@@ -254,7 +281,13 @@ impl<'a> Group<'a> {
                 let props = map(
                     pos,
                     vec![
-                        ("seconds", Node { pos, value: Yaml::Float(pause) }),
+                        (
+                            "seconds",
+                            Node {
+                                pos,
+                                value: Yaml::Float(pause),
+                            },
+                        ),
                         ("after", seq(pos, before.clone())),
                     ],
                 );
@@ -272,10 +305,8 @@ impl<'a> Group<'a> {
             before.clear();
             for (i, name) in batch {
                 let def = with_index(resource_def, &self.index_var, *i);
-                let mut entries: Vec<(&str, Node)> = vec![(
-                    "type",
-                    def.get("type").cloned().expect("checked"),
-                )];
+                let mut entries: Vec<(&str, Node)> =
+                    vec![("type", def.get("type").cloned().expect("checked"))];
                 for key in ["properties", "metadata"] {
                     if let Some(n) = def.get(key) {
                         entries.push((key, n.clone()));
@@ -322,7 +353,10 @@ fn batches(
         .find_map(|k| policy.get(k).map(|n| (k, n)))?;
     let path = format!("resources.{name}.update_policy.{kind}");
     let v = static_value(node, &path, names, scope, errors)?;
-    let number = |key: &str| v.get(key).and_then(|x| x.as_f64().or_else(|| x.as_str()?.parse().ok()));
+    let number = |key: &str| {
+        v.get(key)
+            .and_then(|x| x.as_f64().or_else(|| x.as_str()?.parse().ok()))
+    };
     let max = number("max_batch_size").unwrap_or(1.0);
     let min_in_service = number("min_in_service").unwrap_or(0.0);
     let pause_secs = number("pause_time").unwrap_or(0.0);
@@ -349,6 +383,15 @@ fn static_value(
     scope: &Scope,
     errors: &mut Errors,
 ) -> Option<Value> {
+    if refers_to_resources(node) {
+        errors.at(
+            node.pos,
+            path,
+            "must be known when the stack is validated (a value or get_param), not from \
+             another resource",
+        );
+        return None;
+    }
     let before = errors.list.len();
     let expr = super::hot::evaluate(node, path, names, scope, errors);
     if errors.list.len() > before {
@@ -368,11 +411,23 @@ fn static_value(
     }
 }
 
+fn refers_to_resources(node: &Node) -> bool {
+    match &node.value {
+        Yaml::Map(entries) => entries.iter().any(|(k, v)| {
+            matches!(k.name.as_str(), "get_attr" | "get_resource") || refers_to_resources(v)
+        }),
+        Yaml::Seq(items) => items.iter().any(refers_to_resources),
+        _ => false,
+    }
+}
+
 fn as_count(v: &Value) -> Option<u64> {
     match v {
-        Value::Number(n) => n
-            .as_u64()
-            .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && *f >= 0.0).map(|f| f as u64)),
+        Value::Number(n) => n.as_u64().or_else(|| {
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && *f >= 0.0)
+                .map(|f| f as u64)
+        }),
         Value::String(s) => s.trim().parse().ok(),
         _ => None,
     }
