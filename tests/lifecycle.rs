@@ -52,6 +52,15 @@ fn done_from_events(events: &[EventRow]) -> BTreeMap<String, String> {
     out
 }
 
+/// The fake cloud, its base URL, and an engine allowed to reach it.
+async fn with_cloud(url: &str) -> (FakeCloud, String, Running, Store) {
+    let cloud = FakeCloud::start().await;
+    let base = cloud.rule();
+    let run = start(url, &[cloud.rule()], 4).await;
+    let store = run.engine.store().clone();
+    (cloud, base, run, store)
+}
+
 fn http(name: &str, collection: &str, body: &str) -> String {
     format!(
         "  {name}:\n    type: Kiln::HTTP::Resource\n    properties:\n      url: BASE/{collection}\n      body: {body}\n"
@@ -125,10 +134,7 @@ fn calls_on<'a>(requests: &'a [RequestRecord], method: &str, path: &str) -> Vec<
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn update_leaves_updates_replaces_and_removes_as_the_schema_says_and_preview_foretells_it() {
     for db in backends().await {
-        let cloud = FakeCloud::start().await;
-        let base = cloud.rule();
-        let run = start(&db.url, &[cloud.rule()], 4).await;
-        let store = run.engine.store().clone();
+        let (cloud, base, run, store) = with_cloud(&db.url).await;
         let row = create(&run.engine, "web", &before(&base)).await;
         assert_eq!(
             settle(&store, &row.id).await.status,
@@ -688,10 +694,7 @@ async fn a_second_update_while_one_runs_is_refused_naming_the_first() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_finds_drift_and_loss_and_the_next_update_repairs_them() {
     for db in backends().await {
-        let cloud = FakeCloud::start().await;
-        let base = cloud.rule();
-        let run = start(&db.url, &[cloud.rule()], 4).await;
-        let store = run.engine.store().clone();
+        let (cloud, base, run, store) = with_cloud(&db.url).await;
         let text = [
             HEAD.to_string(),
             http("fine", "things", "{name: fine}"),
@@ -778,10 +781,7 @@ fn rollback_on() -> kiln::engine::StackOptions {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_update_rolls_back_to_the_previous_template_reusing_what_it_replaced() {
     for db in backends().await {
-        let cloud = FakeCloud::start().await;
-        let base = cloud.rule();
-        let run = start(&db.url, &[cloud.rule()], 4).await;
-        let store = run.engine.store().clone();
+        let (cloud, base, run, store) = with_cloud(&db.url).await;
         let v1 = [
             HEAD.to_string(),
             http("keep", "things", "{name: keep}"),
@@ -865,10 +865,7 @@ async fn a_failed_update_rolls_back_to_the_previous_template_reusing_what_it_rep
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_create_with_rollback_deletes_what_it_made() {
     for db in backends().await {
-        let cloud = FakeCloud::start().await;
-        let base = cloud.rule();
-        let run = start(&db.url, &[cloud.rule()], 4).await;
-        let store = run.engine.store().clone();
+        let (cloud, base, run, store) = with_cloud(&db.url).await;
         let text = [
             HEAD.to_string(),
             http("a", "things", "{name: a}"),

@@ -175,14 +175,7 @@ impl Engine {
             rollback: sources.options.rollback,
             template: serde_json::to_string(stack).expect("a stack serialises"),
             sources: serde_json::to_string(sources).expect("sources serialise"),
-            resources: stack
-                .in_order()
-                .map(|r| NewResource {
-                    name: r.name.clone(),
-                    type_name: r.served_type.clone(),
-                    deps: r.depends_on.len(),
-                })
-                .collect(),
+            resources: new_resources(stack),
         };
         let row = self.inner.store.create_stack(&new, &self.inner.id).await?;
         self.inner.wake.notify_waiters();
@@ -255,14 +248,7 @@ impl Engine {
             timeout_ms: sources.options.timeout_ms(),
             rollback: sources.options.rollback,
             rollback_of,
-            resources: stack
-                .in_order()
-                .map(|r| NewResource {
-                    name: r.name.clone(),
-                    type_name: r.served_type.clone(),
-                    deps: r.depends_on.len(),
-                })
-                .collect(),
+            resources: new_resources(stack),
         };
         let row = self
             .inner
@@ -648,6 +634,18 @@ impl Engine {
         }
         Ok(())
     }
+}
+
+/// A row for each of the stack's resources, in dependency order.
+fn new_resources(stack: &template::Stack) -> Vec<NewResource> {
+    stack
+        .in_order()
+        .map(|r| NewResource {
+            name: r.name.clone(),
+            type_name: r.served_type.clone(),
+            deps: r.depends_on.len(),
+        })
+        .collect()
 }
 
 fn hostname() -> String {

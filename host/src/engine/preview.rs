@@ -146,10 +146,7 @@ impl Engine {
                     continue;
                 }
             };
-            let old: Option<Value> = current
-                .properties
-                .as_deref()
-                .and_then(|p| serde_json::from_str(p).ok());
+            let old: Option<Value> = current.applied_properties();
             let change = decide(
                 &Existing {
                     type_name: &current.type_name,

@@ -137,10 +137,7 @@ impl Engine {
         current: &ResourceRow,
         props: &Value,
     ) -> Result<Result<(Phase, String), Step>, StoreError> {
-        let old_props: Option<Value> = current
-            .properties
-            .as_deref()
-            .and_then(|p| serde_json::from_str(p).ok());
+        let old_props: Option<Value> = current.applied_properties();
         let wanted = if !holds_object(current) {
             None
         } else {
@@ -223,9 +220,7 @@ impl Engine {
         let Some(copy) = copies.into_iter().rev().find(|c| {
             holds_object(c)
                 && c.type_name == res.served_type
-                && c.properties
-                    .as_deref()
-                    .and_then(|p| serde_json::from_str::<Value>(p).ok())
+                && c.applied_properties()
                     .is_some_and(|p| change::changed_properties(&p, props).is_empty())
         }) else {
             return Ok(None);
@@ -262,9 +257,7 @@ impl Engine {
         let (plugin, _) = self.inner.plugins.for_type(&current.type_name)?;
         let ctx = self.context(plan, job, &current.type_name, Operation::Check, "check");
         let applied: Value = current
-            .properties
-            .as_deref()
-            .and_then(|p| serde_json::from_str(p).ok())
+            .applied_properties()
             .unwrap_or_else(|| props.clone());
         match plugin.check(&ctx, &current_of(current), &applied).await {
             Ok(report) if !report.exists => Some((
@@ -319,11 +312,7 @@ impl Engine {
             )));
         };
         let ctx = self.context(plan, job, &res.served_type, phase.operation(), phase.key());
-        let old_props: Value = current
-            .properties
-            .as_deref()
-            .and_then(|p| serde_json::from_str(p).ok())
-            .unwrap_or(Value::Null);
+        let old_props: Value = current.applied_properties().unwrap_or(Value::Null);
         let cur = current_of(current);
         let result: Result<Outcome, CallError> = match (&polling, phase) {
             (Some(state), _) => {

@@ -276,11 +276,7 @@ impl Engine {
                 "no plugin serves the type {type_name}"
             )));
         };
-        let props: Value = current
-            .properties
-            .as_deref()
-            .and_then(|p| serde_json::from_str(p).ok())
-            .unwrap_or(Value::Null);
+        let props: Value = current.applied_properties().unwrap_or(Value::Null);
         let cur = current_of(current);
         let ctx = self.context(plan, job, &type_name, Operation::Delete, &job.operation);
         let polling = pending_of(job);
@@ -344,11 +340,7 @@ impl Engine {
                 current.type_name
             )));
         };
-        let props: Value = current
-            .properties
-            .as_deref()
-            .and_then(|p| serde_json::from_str(p).ok())
-            .unwrap_or(Value::Null);
+        let props: Value = current.applied_properties().unwrap_or(Value::Null);
         let ctx = self.context(plan, job, &current.type_name, Operation::Check, "check");
         let cur = current_of(current);
         let result = self

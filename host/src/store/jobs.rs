@@ -287,6 +287,30 @@ impl Store {
         Ok(())
     }
 
+    /// Fails with `Fenced` unless this engine still holds the job; otherwise locks its row
+    /// until `tx` ends (a no-op UPDATE rather than a SELECT), so that what `tx` writes about
+    /// the job lands only while the job is held.
+    async fn hold(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        job: &Claimed,
+        engine: &str,
+    ) -> Result<()> {
+        let held = sqlx::query(
+            "UPDATE jobs SET token = token WHERE id = $1 AND token = $2 AND lease_owner = $3",
+        )
+        .bind(job.id)
+        .bind(job.token)
+        .bind(engine)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+        if held != 1 {
+            return Err(StoreError::Fenced(job.id));
+        }
+        Ok(())
+    }
+
     /// Records an event about a job this engine still holds (for example a credentials refresh
     /// between two calls); like every other write of a job, it is fenced by the job's token.
     pub async fn job_event(
@@ -297,19 +321,7 @@ impl Store {
         reason: &str,
     ) -> Result<()> {
         let mut tx = self.begin().await?;
-        // A no-op UPDATE rather than a SELECT: it locks the row until the event commits.
-        let held = sqlx::query(
-            "UPDATE jobs SET token = token WHERE id = $1 AND token = $2 AND lease_owner = $3",
-        )
-        .bind(job.id)
-        .bind(job.token)
-        .bind(engine)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if held != 1 {
-            return Err(StoreError::Fenced(job.id));
-        }
+        self.hold(&mut tx, job, engine).await?;
         let action = action_of(&job.operation);
         self.event(
             &mut tx,
@@ -336,18 +348,7 @@ impl Store {
         reason: &str,
     ) -> Result<()> {
         let mut tx = self.begin().await?;
-        let held = sqlx::query(
-            "UPDATE jobs SET token = token WHERE id = $1 AND token = $2 AND lease_owner = $3",
-        )
-        .bind(job.id)
-        .bind(job.token)
-        .bind(engine)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if held != 1 {
-            return Err(StoreError::Fenced(job.id));
-        }
+        self.hold(&mut tx, job, engine).await?;
         sqlx::query(self.sql(
             "UPDATE resources SET action = $3, status = 'IN_PROGRESS', status_reason = $4, traversal = $5,
                     updated_at = NOW_MS

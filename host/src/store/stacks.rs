@@ -44,7 +44,7 @@ pub struct ResourceRow {
     #[serde(skip)]
     pub state: Option<String>,
     pub attributes: Option<serde_json::Value>,
-    /// The properties last applied (JSON).
+    /// The properties last applied (JSON; see `applied_properties`).
     #[serde(skip)]
     pub properties: Option<String>,
     pub updated_at: i64,
@@ -161,25 +161,7 @@ impl Store {
         .bind(new.rollback as i64)
         .execute(&mut *tx)
         .await?;
-        for chunk in new.resources.chunks(CHUNK) {
-            let mut q = String::from(
-                "INSERT INTO resources (stack_id, name, type, action, status, updated_at) VALUES ",
-            );
-            for i in 0..chunk.len() {
-                let b = i * 2 + 2;
-                q += &format!(
-                    "{}($1, ${b}, ${}, 'INIT', 'COMPLETE', NOW_MS)",
-                    if i > 0 { ", " } else { "" },
-                    b + 1
-                );
-            }
-            let q = self.sql_owned(q);
-            let mut query = sqlx::query(q).bind(&new.id);
-            for r in chunk {
-                query = query.bind(&r.name).bind(&r.type_name);
-            }
-            query.execute(&mut *tx).await?;
-        }
+        self.insert_rows(&mut tx, &new.id, &new.resources).await?;
         if !done {
             sqlx::query(self.sql("INSERT INTO stack_locks (stack_id, action, holder, acquired_at) VALUES ($1, 'CREATE', $2, NOW_MS)"))
                 .bind(&new.id)
@@ -301,25 +283,8 @@ impl Store {
         if n == 0 {
             return Err(StoreError::StackNotFound(stack_id.to_string()));
         }
-        for chunk in update.resources.chunks(CHUNK) {
-            let mut q = String::from(
-                "INSERT INTO resources (stack_id, name, type, action, status, updated_at) VALUES ",
-            );
-            for i in 0..chunk.len() {
-                let b = i * 2 + 2;
-                q += &format!(
-                    "{}($1, ${b}, ${}, 'INIT', 'COMPLETE', NOW_MS)",
-                    if i > 0 { ", " } else { "" },
-                    b + 1
-                );
-            }
-            q += " ON CONFLICT (stack_id, name) DO NOTHING";
-            let mut query = sqlx::query(self.sql_owned(q)).bind(stack_id);
-            for r in chunk {
-                query = query.bind(&r.name).bind(&r.type_name);
-            }
-            query.execute(&mut *tx).await?;
-        }
+        self.insert_rows(&mut tx, stack_id, &update.resources)
+            .await?;
         self.event(
             &mut tx,
             stack_id,
@@ -577,6 +542,35 @@ impl Store {
             since: format_ms(since),
             holder,
         })
+    }
+
+    /// Rows (INIT) for the resources a stack lacks.
+    async fn insert_rows(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        stack_id: &str,
+        resources: &[NewResource],
+    ) -> Result<()> {
+        for chunk in resources.chunks(CHUNK) {
+            let mut q = String::from(
+                "INSERT INTO resources (stack_id, name, type, action, status, updated_at) VALUES ",
+            );
+            for i in 0..chunk.len() {
+                let b = i * 2 + 2;
+                q += &format!(
+                    "{}($1, ${b}, ${}, 'INIT', 'COMPLETE', NOW_MS)",
+                    if i > 0 { ", " } else { "" },
+                    b + 1
+                );
+            }
+            q += " ON CONFLICT (stack_id, name) DO NOTHING";
+            let mut query = sqlx::query(self.sql_owned(q)).bind(stack_id);
+            for r in chunk {
+                query = query.bind(&r.name).bind(&r.type_name);
+            }
+            query.execute(&mut **tx).await?;
+        }
+        Ok(())
     }
 
     pub(super) async fn insert_jobs(
@@ -849,6 +843,15 @@ impl Store {
         .bind(stack_id)
         .fetch_all(&self.pool)
         .await?)
+    }
+}
+
+impl ResourceRow {
+    /// The properties last applied, if any were (a create that failed applied none).
+    pub fn applied_properties(&self) -> Option<serde_json::Value> {
+        self.properties
+            .as_deref()
+            .and_then(|p| serde_json::from_str(p).ok())
     }
 }
 
