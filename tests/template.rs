@@ -372,6 +372,32 @@ async fn quickstart_example_validates() {
     );
 }
 
+#[tokio::test]
+async fn group_example_expands_into_batches() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/group/stack.yaml");
+    let stack = validate(&SourceFile::read(&path).unwrap(), &[], &[], plugins().await)
+        .expect("the group example is valid");
+    // Indices 0, 2..=6 (1 is in removal_policies); batches of 2 with a pause between.
+    let members: Vec<&str> = stack
+        .order
+        .iter()
+        .map(String::as_str)
+        .filter(|n| n.starts_with("web[") && !n.contains("pause"))
+        .collect();
+    assert_eq!(members.len(), 6);
+    assert!(!members.contains(&"web[1]") && members.contains(&"web[6]"));
+    assert_eq!(
+        stack.resource("web[pause-1]").unwrap().depends_on,
+        ["web[0]", "web[2]"]
+    );
+    assert_eq!(
+        stack.resource("web[3]").unwrap().depends_on,
+        ["web[pause-1]"]
+    );
+    assert_eq!(stack.resource("front").unwrap().depends_on, ["web"]);
+    assert_eq!(stack.resource("web").unwrap().depends_on.len(), 6);
+}
+
 fn kiln(args: &[&str]) -> (Output, String) {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("kiln.toml");

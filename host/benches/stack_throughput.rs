@@ -1,5 +1,7 @@
-//! Create and delete throughput of stacks of no-op resources (`OS::Heat::None`), on SQLite and
-//! (when KILN_TEST_DATABASE_URL is set) PostgreSQL, and the process's peak memory.
+//! Create, update and delete throughput of stacks of no-op resources (`OS::Heat::None`), on
+//! SQLite and (when KILN_TEST_DATABASE_URL is set) PostgreSQL, and the process's peak memory.
+//! Two updates: to the same template (every resource decided unchanged: no call, no event), and
+//! to one where every resource's properties changed (every resource updated in place).
 //!
 //!     KILN_TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/test \
 //!         cargo bench -p kiln --bench stack_throughput [-- SIZES...]
@@ -17,12 +19,33 @@ use kiln::template::{self, SourceFile};
 use sqlx::{AssertSqlSafe, Connection};
 use tokio::sync::watch;
 
-fn template(n: usize) -> String {
+fn template(n: usize, version: u32) -> String {
     let mut t = String::from("heat_template_version: 2021-04-16\nresources:\n");
     for i in 0..n {
-        t += &format!("  r{i}:\n    type: OS::Heat::None\n");
+        t += &format!("  r{i}:\n    type: OS::Heat::None\n    properties: {{v: {version}}}\n");
     }
     t
+}
+
+/// Updates the stack to `text` and returns how long it took.
+async fn update(
+    engine: &Engine,
+    store: &Store,
+    id: &str,
+    text: &str,
+    sources: &Sources,
+) -> Duration {
+    let file = SourceFile {
+        name: "bench.yaml".into(),
+        text: text.to_string(),
+    };
+    let stack = template::validate(&file, &[], &[], engine.plugins())
+        .unwrap_or_else(|_| panic!("template"));
+    let t = Instant::now();
+    engine.update_stack(id, &stack, sources).await.unwrap();
+    let status = settle(store, id).await;
+    assert_eq!(status, "UPDATE_COMPLETE");
+    t.elapsed()
 }
 
 fn peak_rss_mib() -> f64 {
@@ -52,7 +75,7 @@ async fn run(backend: &str, url: &str, plugins: Arc<PluginSet>, n: usize) {
         let engine = engine.clone();
         async move { engine.run(rx).await }
     });
-    let text = template(n);
+    let text = template(n, 1);
     let t = Instant::now();
     let file = SourceFile {
         name: "bench.yaml".into(),
@@ -76,6 +99,8 @@ async fn run(backend: &str, url: &str, plugins: Arc<PluginSet>, n: usize) {
     let status = settle(&store, &row.id).await;
     let create = t.elapsed();
     assert_eq!(status, "CREATE_COMPLETE");
+    let unchanged = update(&engine, &store, &row.id, &template(n, 1), &sources).await;
+    let in_place = update(&engine, &store, &row.id, &template(n, 2), &sources).await;
     let t = Instant::now();
     engine.delete_stack(&row.id).await.unwrap();
     let status = settle(&store, &row.id).await;
@@ -84,10 +109,12 @@ async fn run(backend: &str, url: &str, plugins: Arc<PluginSet>, n: usize) {
     let _ = stop.send(true);
     task.await.unwrap();
     println!(
-        "| {backend:<8} | {n:>6} | {:>10.0} | {:>8.2} | {:>10.0} | {:>8.2} | {:>11.1} | {:>9.0} |",
+        "| {backend:<8} | {n:>6} | {:>11.0} | {:>8.2} | {:>10.0} | {:>14.0} | {:>13.0} | {:>8.2} | {:>10.0} | {:>12.0} |",
         validate.as_secs_f64() * 1000.0,
         create.as_secs_f64(),
         n as f64 / create.as_secs_f64(),
+        n as f64 / unchanged.as_secs_f64(),
+        n as f64 / in_place.as_secs_f64(),
         delete.as_secs_f64(),
         n as f64 / delete.as_secs_f64(),
         peak_rss_mib()
@@ -113,8 +140,8 @@ fn main() {
         config.runtime.cache_dir = Some(std::env::temp_dir().join("kiln-bench-cache"));
         let plugins = Arc::new(PluginSet::load(&config).await.unwrap());
         println!("stack throughput, OS::Heat::None resources, {} engine workers\n", EngineConfig::default().workers);
-        println!("| backend  |      n | validate ms | create s | create r/s | delete s | delete r/s | peak RSS MiB |");
-        println!("|----------|--------|-------------|----------|------------|----------|------------|--------------|");
+        println!("| backend  |      n | validate ms | create s | create r/s | unchanged r/s | in-place r/s | delete s | delete r/s | peak RSS MiB |");
+        println!("|----------|--------|-------------|----------|------------|---------------|--------------|----------|------------|--------------|");
         for &n in &sizes {
             let dir = tempfile::tempdir().unwrap();
             let url = format!("sqlite://{}", dir.path().join("bench.db").display());
