@@ -16,7 +16,11 @@ use support::db::backends;
 use support::stacks::{Running, create, run, settle, update, validate};
 
 async fn start(url: &str, allow: &[String], workers: u32) -> Running {
-    let plugins = support::stacks::plugins(Config::default(), allow).await;
+    start_with(Config::default(), url, allow, workers).await
+}
+
+async fn start_with(config: Config, url: &str, allow: &[String], workers: u32) -> Running {
+    let plugins = support::stacks::plugins(config, allow).await;
     let store = Store::open(url).await.unwrap();
     let config = EngineConfig {
         workers,
@@ -957,6 +961,64 @@ async fn cancel_rolls_back_unless_told_not_to() {
                 );
             }
         }
+        run.shutdown().await;
+        db.cleanup().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_configured_delete_first_is_replaced_old_object_first() {
+    for db in backends().await {
+        let cloud = FakeCloud::start().await;
+        let base = cloud.rule();
+        let config = Config::parse(
+            "[plugins.http-resource]\nreplace = \"delete-first\"\n",
+            "kiln.toml",
+        )
+        .unwrap();
+        let run = start_with(config, &db.url, &[cloud.rule()], 4).await;
+        let store = run.engine.store().clone();
+        let text = |collection: &str| {
+            [HEAD.to_string(), http("only", collection, "{name: only}")]
+                .concat()
+                .replace("BASE", &base)
+        };
+        let row = create(&run.engine, "unique", &text("things")).await;
+        assert_eq!(settle(&store, &row.id).await.status, "COMPLETE");
+        let old = ids(&store.resources(&row.id).await.unwrap());
+        let new = validate(&text("others"), &run.engine);
+        let (_, plan) = run.engine.preview("unique", &new).await.unwrap();
+        assert!(
+            plan[0]
+                .reason
+                .ends_with("(the old object is deleted first)"),
+            "{plan:?}"
+        );
+
+        let seen = cloud.server().requests().len();
+        update(&run.engine, "unique", &text("others")).await;
+        let done = settle(&store, &row.id).await;
+        assert_eq!(
+            done.status, "COMPLETE",
+            "{}: {}",
+            db.name, done.status_reason
+        );
+        let calls: Vec<String> = cloud.server().requests()[seen..]
+            .iter()
+            .map(|r| format!("{} {}", r.method, r.path))
+            .collect();
+        assert_eq!(
+            calls,
+            [
+                format!("DELETE /things/{}", old["only"]),
+                "POST /others".to_string()
+            ],
+            "{}",
+            db.name
+        );
+        assert_eq!(cloud.objects(), 1);
+        let rows = store.resources(&row.id).await.unwrap();
+        assert_eq!(rows.len(), 1, "{}: nothing left to clean up", db.name);
         run.shutdown().await;
         db.cleanup().await;
     }

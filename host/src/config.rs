@@ -236,6 +236,19 @@ pub struct PluginConfig {
     /// `[plugins.NAME.credentials]`: a secret the host adds to the plugin's HTTP requests and
     /// reads again after an `unauthorized` error (the plugin never sees it).
     pub credentials: Option<crate::credentials::CredentialsConfig>,
+    /// How an update replaces this plugin's objects: `create-first` (the new object exists
+    /// before the old one goes; the default) or `delete-first` (for objects that cannot exist
+    /// twice, such as a fixed name or address).
+    #[serde(default)]
+    pub replace: ReplaceOrder,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReplaceOrder {
+    #[default]
+    CreateFirst,
+    DeleteFirst,
 }
 
 impl Default for RuntimeConfig {

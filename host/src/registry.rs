@@ -1,7 +1,7 @@
 //! The plugins of one Kiln process: the bundled ones and those named in `kiln.toml`, loaded
 //! into one runtime, with each resource type mapped to the plugin that serves it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 
 use crate::allow_list::AllowList;
 use crate::artifacts::BUNDLED;
-use crate::config::{Config, ConfigError, PluginConfig};
+use crate::config::{Config, ConfigError, PluginConfig, ReplaceOrder};
 use crate::credentials::Credentials;
 use crate::runtime::{Plugin, PluginRuntime, PluginSpec, Source, TypeSchema, World};
 
@@ -18,6 +18,8 @@ pub struct PluginSet {
     plugins: BTreeMap<String, Plugin>,
     /// Resource type name -> (plugin name, index into that plugin's types).
     types: BTreeMap<String, (String, usize)>,
+    /// Plugins whose objects an update replaces delete-first.
+    delete_first: BTreeSet<String>,
 }
 
 impl PluginSet {
@@ -72,10 +74,17 @@ impl PluginSet {
                 }
             }
         }
+        let delete_first = config
+            .plugins
+            .iter()
+            .filter(|(_, p)| p.replace == ReplaceOrder::DeleteFirst)
+            .map(|(name, _)| name.clone())
+            .collect();
         Ok(Self {
             runtime,
             plugins,
             types,
+            delete_first,
         })
     }
 
@@ -96,6 +105,14 @@ impl PluginSet {
         let (plugin, i) = self.types.get(type_name)?;
         let plugin = &self.plugins[plugin];
         Some((plugin, &plugin.info()?.types[*i]))
+    }
+
+    /// How an update replaces objects of `type_name` (`[plugins.NAME] replace`).
+    pub fn replace_order(&self, type_name: &str) -> ReplaceOrder {
+        match self.types.get(type_name) {
+            Some((plugin, _)) if self.delete_first.contains(plugin) => ReplaceOrder::DeleteFirst,
+            _ => ReplaceOrder::CreateFirst,
+        }
     }
 
     /// Every served type, sorted by name.

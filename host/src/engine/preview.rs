@@ -188,7 +188,13 @@ impl Engine {
                 }
                 Change::Replace { why, .. } => {
                     unknown.insert(res.name.clone(), Unknown::Identity);
-                    ("replace", why)
+                    let order = match self.plugins().replace_order(&res.served_type) {
+                        crate::config::ReplaceOrder::DeleteFirst => {
+                            " (the old object is deleted first)"
+                        }
+                        crate::config::ReplaceOrder::CreateFirst => "",
+                    };
+                    ("replace", format!("{why}{order}"))
                 }
                 Change::Rejected { why } => ("rejected", why),
             };

@@ -15,7 +15,8 @@ use super::builtin;
 use super::change::{self, Change, Existing, decide, quoted};
 use super::plan::Plan;
 use super::worker::{Step, applied, current_of, recorded};
-use crate::runtime::{CallError, Operation, Outcome, UpdateOutcome};
+use crate::config::ReplaceOrder;
+use crate::runtime::{CallError, Operation, Outcome, PluginError, UpdateOutcome};
 use crate::store::{Claimed, ResourceRow, ResourceUpdate, StoreError};
 use crate::template::{GROUP_TYPE, PAUSE_TYPE, Resource};
 
@@ -29,13 +30,19 @@ enum Phase {
     Update,
     /// Create a replacement (the old object is deleted in the cleanup).
     Replace,
+    /// Delete the object before creating its replacement (`[plugins.NAME] replace =
+    /// "delete-first"`), then `Recreate`.
+    DeleteFirst,
+    /// Create the replacement of an object already deleted.
+    Recreate,
 }
 
 impl Phase {
     fn operation(self) -> Operation {
         match self {
             Phase::Update => Operation::Update,
-            Phase::Create | Phase::Replace => Operation::Create,
+            Phase::DeleteFirst => Operation::Delete,
+            Phase::Create | Phase::Replace | Phase::Recreate => Operation::Create,
         }
     }
 
@@ -43,7 +50,8 @@ impl Phase {
         match self {
             Phase::Create => "create",
             Phase::Update => "update",
-            Phase::Replace => "replace",
+            Phase::Replace | Phase::Recreate => "replace",
+            Phase::DeleteFirst => "replace-delete",
         }
     }
 }
@@ -197,9 +205,20 @@ impl Engine {
                 Phase::Update,
                 format!("updating in place: {} changed", quoted(&changed)),
             )),
-            Change::Replace { why, .. } => Ok((Phase::Replace, format!("replacing: {why}"))),
+            Change::Replace { why, .. } => Ok(self.replacing(res, &why)),
             Change::Rejected { why } => Err(Step::Failed(why)),
         })
+    }
+
+    /// How `res` is replaced: create-first, unless its plugin is configured delete-first.
+    fn replacing(&self, res: &Resource, why: &str) -> (Phase, String) {
+        match self.inner.plugins.replace_order(&res.served_type) {
+            ReplaceOrder::CreateFirst => (Phase::Replace, format!("replacing: {why}")),
+            ReplaceOrder::DeleteFirst => (
+                Phase::DeleteFirst,
+                format!("replacing, the old object deleted first (replace = delete-first): {why}"),
+            ),
+        }
     }
 
     /// An object this resource replaced and whose cleanup has not run (an update failed, or
@@ -315,6 +334,15 @@ impl Engine {
         let old_props: Value = current.applied_properties().unwrap_or(Value::Null);
         let cur = current_of(current);
         let result: Result<Outcome, CallError> = match (&polling, phase) {
+            // Deleting the old object: its call and polls carry the old properties.
+            (Some(state), Phase::DeleteFirst) => {
+                self.reauthorized(job, plugin, || plugin.poll(&ctx, &old_props, state))
+                    .await?
+            }
+            (None, Phase::DeleteFirst) => {
+                self.reauthorized(job, plugin, || plugin.delete(&ctx, &cur, &old_props))
+                    .await?
+            }
             (Some(state), _) => {
                 self.reauthorized(job, plugin, || plugin.poll(&ctx, props, state))
                     .await?
@@ -328,21 +356,16 @@ impl Engine {
                     Ok(UpdateOutcome::Pending(p)) => Ok(Outcome::Pending(p)),
                     Ok(UpdateOutcome::Replace { reason }) => {
                         // The plugin knows better than the schema: replace after all.
-                        let why = format!("replacing: the plugin cannot update in place: {reason}");
+                        let (phase, why) = self.replacing(
+                            res,
+                            &format!("the plugin cannot update in place: {reason}"),
+                        );
                         self.inner
                             .store
                             .job_started(job, &self.inner.id, "UPDATE", &why)
                             .await?;
-                        return Box::pin(self.call(
-                            job,
-                            plan,
-                            res,
-                            current,
-                            props,
-                            Phase::Replace,
-                            None,
-                        ))
-                        .await;
+                        return Box::pin(self.call(job, plan, res, current, props, phase, None))
+                            .await;
                     }
                     Err(e) => Err(e),
                 }
@@ -352,6 +375,16 @@ impl Engine {
                     .await?
             }
         };
+        if phase == Phase::DeleteFirst
+            && matches!(
+                result,
+                Ok(Outcome::Done(_)) | Err(CallError::Plugin(PluginError::NotFound(_), _))
+            )
+        {
+            // The old object is gone: now its replacement.
+            return Box::pin(self.call(job, plan, res, current, props, Phase::Recreate, None))
+                .await;
+        }
         self.finished(job, res, props, phase, result).await
     }
 
@@ -370,6 +403,9 @@ impl Engine {
                     Phase::Create => ("CREATE", "state changed"),
                     Phase::Update => ("UPDATE", "updated in place"),
                     Phase::Replace => ("UPDATE", "replaced: the old object is deleted at cleanup"),
+                    Phase::Recreate | Phase::DeleteFirst => {
+                        ("UPDATE", "replaced: the old object was deleted first")
+                    }
                 };
                 let mut u = applied(res, action, why, d, props);
                 if phase == Phase::Replace {
