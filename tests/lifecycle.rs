@@ -1023,3 +1023,65 @@ async fn a_plugin_configured_delete_first_is_replaced_old_object_first() {
         db.cleanup().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resource_timeout_fires_from_another_engine_and_spares_the_rest() {
+    use kiln::engine::{OnFailure, StackOptions};
+    for db in backends().await {
+        let first = start(&db.url, &[], 4).await;
+        let store = first.engine.store().clone();
+        let text = format!(
+            "{HEAD}  slow:\n    type: OS::Heat::TestResource\n    timeout: 3s\n    properties: {{wait_secs: 600}}\n  \
+             quick:\n    type: OS::Heat::TestResource\n    properties: {{wait_secs: 1}}\n"
+        );
+        let options = StackOptions {
+            on_failure: OnFailure::Continue,
+            ..Default::default()
+        };
+        let row = support::stacks::create_with(&first.engine, "timed", &text, options).await;
+        support::procs::wait_until(
+            std::time::Duration::from_secs(60),
+            "slow to start",
+            async || {
+                let rows = store.resources(&row.id).await.unwrap();
+                rows.iter()
+                    .any(|r| r.name == "slow" && r.status == "IN_PROGRESS")
+            },
+        )
+        .await;
+        // The engine that started it goes away; the deadline is in the database.
+        let gone = first.engine.id().to_string();
+        first.shutdown().await;
+        let second = start(&db.url, &[], 4).await;
+        let end = settle(&store, &row.id).await;
+        assert_eq!(end.status, "FAILED", "{}", db.name);
+        let rows: HashMap<String, kiln::store::ResourceRow> = store
+            .resources(&row.id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.name.clone(), r))
+            .collect();
+        assert_eq!(rows["slow"].status, "FAILED");
+        assert_eq!(
+            rows["slow"].status_reason, "timed out after 3 s (the resource's timeout)",
+            "{}",
+            db.name
+        );
+        assert_eq!(
+            rows["quick"].status, "COMPLETE",
+            "{}: its own work is spared",
+            db.name
+        );
+        let failed = store
+            .events(&row.id, 0)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|e| e.resource.as_deref() == Some("slow") && e.status == "FAILED")
+            .unwrap();
+        assert_ne!(failed.engine.as_deref(), Some(gone.as_str()), "{}", db.name);
+        second.shutdown().await;
+        db.cleanup().await;
+    }
+}

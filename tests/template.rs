@@ -217,7 +217,7 @@ async fn unknown_keys_bad_values_and_unsupported_parts() {
         [
             "unknown_keys.yaml:3:33: parameters.p: unknown key 'secret' (known: type, default, hidden, label, description, immutable, constraints, tags)",
             "unknown_keys.yaml:4:13: parameters.q.type: unknown type \"integer\" (types: string, number, boolean, json, comma_delimited_list)",
-            "unknown_keys.yaml:8:5: resources.r: unknown key 'propertes' (known: type, properties, metadata, depends_on, deletion_policy, update_policy, condition, external_id)",
+            "unknown_keys.yaml:8:5: resources.r: unknown key 'propertes' (known: type, properties, metadata, depends_on, deletion_policy, update_policy, condition, external_id, timeout)",
             "unknown_keys.yaml:9:22: resources.r.deletion_policy: expected Delete, Retain or Snapshot",
             "unknown_keys.yaml:10:5: resources.r.external_id: not supported by Kiln",
             "unknown_keys.yaml:14:13: resources.s.properties.fail: expected a boolean, got a string \"maybe\"",
@@ -535,4 +535,16 @@ async fn resource_groups_expand_into_members_and_report_bad_definitions() {
             lines.join("\n")
         );
     }
+}
+
+#[tokio::test]
+async fn resource_timeouts_need_a_unit() {
+    assert_eq!(
+        errors("timeouts.yaml", &[], &[]).await,
+        [
+            "timeouts.yaml:5:14: resources.bare.timeout: expected a duration with its unit, such as 90s, 10m or 2h; got 300",
+            "timeouts.yaml:8:14: resources.zero.timeout: a timeout must be longer than 0",
+            "timeouts.yaml:11:14: resources.odd.timeout: unknown unit 'd' in '5d': use s, m or h",
+        ]
+    );
 }

@@ -5,6 +5,7 @@ pub mod allow_list;
 pub mod cli;
 pub mod config;
 pub mod credentials;
+pub mod duration;
 pub mod engine;
 pub mod fault_server;
 pub mod metrics;

@@ -27,3 +27,7 @@ ALTER TABLE stacks ADD COLUMN deadline_at BIGINT;
 ALTER TABLE stacks ADD COLUMN rollback_enabled BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE stacks ADD COLUMN rollback_pending BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE stacks ADD COLUMN skip_rollback BIGINT NOT NULL DEFAULT 0;
+
+-- When the job first started work (its first claim): a resource's `timeout` runs from here,
+-- across polls, retries and takeovers.
+ALTER TABLE jobs ADD COLUMN started_at BIGINT;

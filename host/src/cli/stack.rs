@@ -39,7 +39,7 @@ pub enum StackCommand {
         on_failure: OnFailure,
         /// Stop each action of the stack that takes longer: `90s`, `10m`, `2h`, or minutes
         /// as a bare number (as Heat's `--timeout`). Enforced by whichever engine leads.
-        #[arg(long, value_parser = duration_secs)]
+        #[arg(long, value_parser = crate::duration::parse_secs)]
         timeout: Option<u64>,
         /// When an action fails, converge back on the template the stack had before it (a
         /// failed create deletes what it made).
@@ -152,7 +152,7 @@ pub struct UpdateArgs {
     #[arg(long, value_enum)]
     on_failure: Option<OnFailure>,
     /// Change the stack's timeout (as for `stack create`; `0` removes it); kept when not given.
-    #[arg(long, value_parser = duration_secs)]
+    #[arg(long, value_parser = crate::duration::parse_secs)]
     timeout: Option<u64>,
     /// Roll back failed actions from now on (this update included).
     #[arg(long, conflicts_with = "disable_rollback")]
@@ -160,27 +160,6 @@ pub struct UpdateArgs {
     /// Stop rolling back failed actions.
     #[arg(long)]
     disable_rollback: bool,
-}
-
-/// `90s`, `10m`, `2h`, or a bare number of minutes, as seconds.
-fn duration_secs(s: &str) -> Result<u64, String> {
-    let (number, unit) = match s.trim().char_indices().last() {
-        Some((i, c)) if c.is_ascii_alphabetic() => (&s.trim()[..i], c),
-        _ => (s.trim(), 'm'),
-    };
-    let n: f64 = number
-        .parse()
-        .map_err(|_| format!("expected a duration such as 90s, 10m or 2h, got '{s}'"))?;
-    let scale = match unit {
-        's' => 1.0,
-        'm' => 60.0,
-        'h' => 3600.0,
-        _ => return Err(format!("unknown unit '{unit}' in '{s}': use s, m or h")),
-    };
-    if !(n >= 0.0 && n.is_finite()) {
-        return Err(format!("a timeout must not be negative, got '{s}'"));
-    }
-    Ok((n * scale).round() as u64)
 }
 
 #[derive(Subcommand)]
@@ -849,25 +828,4 @@ async fn show(store: &Store, name: &str, format: Format) -> Result<(), Failure> 
         .collect();
     println!("resources: {}", shown.join(", "));
     print_outputs(store, &row, Format::Table).await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::duration_secs;
-
-    #[test]
-    fn durations_read_as_heat_and_humans_write_them() {
-        assert_eq!(duration_secs("90s"), Ok(90));
-        assert_eq!(duration_secs("10m"), Ok(600));
-        assert_eq!(duration_secs("2h"), Ok(7200));
-        assert_eq!(
-            duration_secs("5"),
-            Ok(300),
-            "a bare number is minutes, as in Heat"
-        );
-        assert_eq!(duration_secs("0.5m"), Ok(30));
-        assert!(duration_secs("3d").unwrap_err().contains("unknown unit"));
-        assert!(duration_secs("soon").is_err());
-        assert!(duration_secs("-1s").is_err());
-    }
 }

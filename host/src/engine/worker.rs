@@ -87,6 +87,16 @@ impl Engine {
         // (the cloud is doing it), anything else does not start.
         let timed_out =
             matches!((row.cancel_requested_at, row.deadline_at), (Some(c), Some(d)) if c >= d);
+        // The resource's own timeout runs from its job's first start, across polls and retries.
+        let own_timeout = plan
+            .stack
+            .resource(&job.resource)
+            .and_then(|r| r.timeout_secs)
+            .filter(|_| job.operation != "cleanup");
+        let left_ms = match own_timeout {
+            Some(t) => Some(job.started_at + t as i64 * 1000 - store.now_ms().await?),
+            None => None,
+        };
         let step = if timed_out {
             // A timeout stops long operations too: the deadline is the user's.
             Step::Failed(if job.pending_state.is_some() {
@@ -94,10 +104,30 @@ impl Engine {
             } else {
                 "timed out before it started".into()
             })
+        } else if let (Some(t), Some(left)) = (own_timeout, left_ms)
+            && left <= 0
+        {
+            Step::Failed(format!("timed out after {t} s (the resource's timeout)"))
         } else if row.cancel_requested_at.is_some() && job.pending_state.is_none() {
             Step::Failed("cancelled before it started".into())
         } else {
-            self.step(job, &plan).await?
+            match self.step(job, &plan).await? {
+                // Never wait past the resource's deadline: come back then, to fail.
+                Step::Pending { delay_ms, state } => Step::Pending {
+                    delay_ms: left_ms.map_or(delay_ms, |l| delay_ms.min(l.max(0) as u64)),
+                    state,
+                },
+                Step::Retry {
+                    delay_ms,
+                    history,
+                    reason,
+                } => Step::Retry {
+                    delay_ms: left_ms.map_or(delay_ms, |l| delay_ms.min(l.max(0) as u64)),
+                    history,
+                    reason,
+                },
+                step => step,
+            }
         };
         let update = match step {
             Step::Pending { delay_ms, state } => {

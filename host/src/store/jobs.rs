@@ -32,6 +32,8 @@ pub struct Claimed {
     pub last_delay_ms: Option<i64>,
     /// The failed attempts so far (JSON list of `retry::Attempt`).
     pub history: Option<String>,
+    /// When the job first started work (database clock, ms).
+    pub started_at: i64,
 }
 
 /// What `claim` found.
@@ -90,6 +92,7 @@ struct ClaimRow {
     first_failure_at: Option<i64>,
     last_delay_ms: Option<i64>,
     history: Option<String>,
+    started_at: i64,
 }
 
 impl Store {
@@ -118,14 +121,15 @@ impl Store {
             format!("AND j.stack_id NOT IN ({})", list.join(", "))
         };
         let q = format!(
-            "UPDATE jobs SET lease_owner = $1, lease_expires_at = NOW_MS + $2, token = token + 1
+            "UPDATE jobs SET lease_owner = $1, lease_expires_at = NOW_MS + $2, token = token + 1,
+                    started_at = COALESCE(started_at, NOW_MS)
              WHERE id = (
                  SELECT j.id FROM jobs j
                  WHERE j.due_at <= NOW_MS AND (j.lease_expires_at IS NULL OR j.lease_expires_at < NOW_MS)
                    {skip_list}
                  ORDER BY j.due_at, j.id LIMIT 1 {lock})
              RETURNING id, stack_id, resource, traversal, operation, attempt, pending_state, token,
-                       first_failure_at, last_delay_ms, history"
+                       first_failure_at, last_delay_ms, history, started_at"
         );
         let mut tx = self.begin().await?;
         let mut query = sqlx::query_as(self.sql_owned(q))
@@ -155,6 +159,7 @@ impl Store {
             first_failure_at: r.first_failure_at,
             last_delay_ms: r.last_delay_ms,
             history: r.history,
+            started_at: r.started_at,
         };
         // An update job first decides whether there is anything to do (see `job_started`).
         if job.pending_state.is_none() && job.operation != "update" {

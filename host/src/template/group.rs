@@ -315,8 +315,10 @@ impl<'a> Group<'a> {
                 if !waits.is_empty() {
                     entries.push(("depends_on", seq(pos, waits.clone())));
                 }
-                if let Some(policy) = group_def.get("deletion_policy") {
-                    entries.push(("deletion_policy", policy.clone()));
+                for key in ["deletion_policy", "timeout"] {
+                    if let Some(n) = group_def.get(key) {
+                        entries.push((key, n.clone()));
+                    }
                 }
                 out.push(resource(name, pos, entries, group_def));
                 before.push(member_view(pos, name));

@@ -55,7 +55,7 @@ const SECTIONS: [&str; 7] = [
     "outputs",
     "conditions",
 ];
-const RESOURCE_KEYS: [&str; 8] = [
+const RESOURCE_KEYS: [&str; 9] = [
     "type",
     "properties",
     "metadata",
@@ -64,6 +64,7 @@ const RESOURCE_KEYS: [&str; 8] = [
     "update_policy",
     "condition",
     "external_id",
+    "timeout",
 ];
 const OUTPUT_KEYS: [&str; 3] = ["value", "description", "condition"];
 /// The first version with `conditions` and `condition`.
@@ -675,6 +676,9 @@ fn resource(
         },
     };
     let update_policy = def.get("update_policy").map_or(Value::Null, Node::to_json);
+    let timeout_secs = def
+        .get("timeout")
+        .and_then(|n| timeout(n, &join(&path, "timeout"), names, scope, errors));
     let resource = Resource {
         name: name.to_string(),
         type_name: type_name.to_string(),
@@ -684,10 +688,56 @@ fn resource(
         metadata,
         deletion_policy,
         update_policy,
+        timeout_secs,
         pos,
         property_pos,
     };
     Some((resource, enabled, depends_on))
+}
+
+/// A resource's `timeout` (a Kiln extension): how long each of its operations may take, polls
+/// and retries included. A duration with its unit (`90s`, `10m`, `2h`), so that it is never
+/// mistaken for minutes or seconds.
+fn timeout(
+    node: &Node,
+    path: &str,
+    names: &Names,
+    scope: &Scope,
+    errors: &mut Errors,
+) -> Option<u64> {
+    let value = value(node, path, names, scope, errors);
+    let text = match value.as_value() {
+        Some(Value::String(s)) if s.trim().ends_with(|c: char| c.is_ascii_alphabetic()) => {
+            s.clone()
+        }
+        Some(v) => {
+            errors.at(
+                node.pos,
+                path,
+                format!("expected a duration with its unit, such as 90s, 10m or 2h; got {v}"),
+            );
+            return None;
+        }
+        None => {
+            errors.at(
+                node.pos,
+                path,
+                "must be known when the stack is validated (a value or get_param)",
+            );
+            return None;
+        }
+    };
+    match crate::duration::parse_secs(&text) {
+        Ok(0) => {
+            errors.at(node.pos, path, "a timeout must be longer than 0");
+            None
+        }
+        Ok(secs) => Some(secs),
+        Err(e) => {
+            errors.at(node.pos, path, e);
+            None
+        }
+    }
 }
 
 fn outputs(

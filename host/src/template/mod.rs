@@ -111,6 +111,9 @@ pub struct Resource {
     pub metadata: Expr,
     pub deletion_policy: DeletionPolicy,
     pub update_policy: Value,
+    /// How long each operation on it may take, polls and retries included (`timeout`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_secs: Option<u64>,
     pub pos: Pos,
     /// Where each property is written, for errors found when evaluating.
     pub property_pos: BTreeMap<String, Pos>,
