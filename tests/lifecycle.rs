@@ -1085,3 +1085,73 @@ async fn a_resource_timeout_fires_from_another_engine_and_spares_the_rest() {
         db.cleanup().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_update_supersedes_one_in_progress_when_asked() {
+    for db in backends().await {
+        let run = start(&db.url, &[], 4).await;
+        let store = run.engine.store().clone();
+        let text = |value: &str, wait: u32| {
+            format!(
+                "{HEAD}  a:\n    type: OS::Heat::TestResource\n    properties: {{value: {value}, wait_secs: {wait}}}\n  \
+                 b:\n    type: OS::Heat::TestResource\n    properties: {{value: {{get_attr: [a, output]}}}}\n"
+            )
+        };
+        let row = create(&run.engine, "moving", &text("one", 0)).await;
+        assert_eq!(settle(&store, &row.id).await.status, "COMPLETE");
+        // An update that would take ten minutes on `a`...
+        update(&run.engine, "moving", &text("two", 600)).await;
+        support::procs::wait_until(
+            std::time::Duration::from_secs(60),
+            "a to start",
+            async || store.resources(&row.id).await.unwrap()[0].status == "IN_PROGRESS",
+        )
+        .await;
+        // ... is refused a plain second update, and superseded by an explicit one.
+        let newer = validate(&text("three", 0), &run.engine);
+        let sources = run.engine.sources(&row).await.unwrap();
+        assert!(matches!(
+            run.engine.update_stack("moving", &newer, &sources).await,
+            Err(kiln::store::StoreError::ActionInProgress { .. })
+        ));
+        let superseding = run
+            .engine
+            .supersede_stack("moving", &newer, &sources)
+            .await
+            .unwrap();
+        assert_eq!(superseding.traversal, row.traversal + 2);
+        let done = settle(&store, &row.id).await;
+        assert_eq!(
+            (done.action.as_str(), done.status.as_str()),
+            ("UPDATE", "COMPLETE"),
+            "{}: {}",
+            db.name,
+            done.status_reason
+        );
+        let rows = store.resources(&row.id).await.unwrap();
+        assert_eq!(
+            rows[1].attributes.as_ref().unwrap()["output"],
+            "three",
+            "{}",
+            db.name
+        );
+        let events = store.events(&row.id, 0).await.unwrap();
+        assert!(
+            events
+                .iter()
+                .any(|e| e.resource.is_none()
+                    && e.reason.contains("superseding the UPDATE in progress")),
+            "{}",
+            db.name
+        );
+        // The superseded traversal's poll was dropped: nothing of it is left.
+        let left =
+            support::procs::wait_for(std::time::Duration::from_secs(5), "jobs", async || {
+                Some(store.next_due_in().await.unwrap())
+            })
+            .await;
+        assert_eq!(left, None, "{}: no job left", db.name);
+        run.shutdown().await;
+        db.cleanup().await;
+    }
+}

@@ -59,6 +59,11 @@ pub enum StackCommand {
         /// Show what would change (as `stack preview`) and change nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Take over from a create, update or rollback in progress instead of being refused:
+        /// its waiting work is dropped, its running calls finish, and this update decides
+        /// every resource afresh.
+        #[arg(long)]
+        supersede: bool,
         #[arg(long)]
         no_wait: bool,
         #[arg(long, value_enum, default_value_t)]
@@ -235,6 +240,7 @@ pub async fn run_stack(cmd: StackCommand, config: &Config) -> Result<(), Failure
             name,
             args,
             dry_run,
+            supersede,
             no_wait,
             format,
         } => {
@@ -253,10 +259,12 @@ pub async fn run_stack(cmd: StackCommand, config: &Config) -> Result<(), Failure
                 print_preview(&row, &changes, format);
                 return Ok(());
             }
-            let row = engine
-                .update_stack(&row.id, &stack, &sources)
-                .await
-                .map_err(store_failure)?;
+            let row = if supersede {
+                engine.supersede_stack(&row.id, &stack, &sources).await
+            } else {
+                engine.update_stack(&row.id, &stack, &sources).await
+            }
+            .map_err(store_failure)?;
             after_start(&engine, &row, no_wait, format).await
         }
         StackCommand::Preview { name, args, format } => {

@@ -229,7 +229,20 @@ impl Engine {
         sources: &Sources,
     ) -> Result<StackRow, StoreError> {
         let row = self.inner.store.find_stack(name_or_id).await?;
-        self.begin_update(&row.id, stack, sources, None).await
+        self.begin_update(&row.id, stack, sources, None, false)
+            .await
+    }
+
+    /// Like `update_stack`, but an update (or create, or rollback) in progress is superseded
+    /// instead of refusing: see `Store::begin_update`.
+    pub async fn supersede_stack(
+        &self,
+        name_or_id: &str,
+        stack: &template::Stack,
+        sources: &Sources,
+    ) -> Result<StackRow, StoreError> {
+        let row = self.inner.store.find_stack(name_or_id).await?;
+        self.begin_update(&row.id, stack, sources, None, true).await
     }
 
     /// Starts an UPDATE, or for `rollback_of` (the failed traversal) a ROLLBACK, towards
@@ -240,8 +253,10 @@ impl Engine {
         stack: &template::Stack,
         sources: &Sources,
         rollback_of: Option<i64>,
+        supersede: bool,
     ) -> Result<StackRow, StoreError> {
         let update = StackUpdate {
+            supersede,
             template: serde_json::to_string(stack).expect("a stack serialises"),
             sources: serde_json::to_string(sources).expect("sources serialise"),
             on_failure: Some(sources.options.on_failure.as_str().into()),
@@ -302,7 +317,7 @@ impl Engine {
         // The stack's options stay as they are now.
         sources.options = current.options;
         match self
-            .begin_update(stack_id, &stack, &sources, Some(failed))
+            .begin_update(stack_id, &stack, &sources, Some(failed), false)
             .await
         {
             Ok(row) => Ok(Some(row)),

@@ -81,6 +81,11 @@ impl Engine {
             store.drop_job(job, engine).await?;
             return Ok(false);
         }
+        if job.operation == "update" && store.stale_call_running(job).await? {
+            // A superseded action's call on this resource is still running: after it.
+            store.reschedule(job, engine, 500, None).await?;
+            return Ok(false);
+        }
         let plan = self.plan(&row).await?;
         let action = action_of(&job.operation);
         // A cancel is checked before each step; a long operation being polled still finishes

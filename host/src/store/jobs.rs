@@ -537,6 +537,20 @@ impl Store {
         Ok(made)
     }
 
+    /// Whether a call of an older (superseded) traversal is still running on `resource`.
+    pub async fn stale_call_running(&self, job: &Claimed) -> Result<bool> {
+        let found: Option<(i64,)> = sqlx::query_as(
+            "SELECT id FROM jobs WHERE stack_id = $1 AND resource = $2 AND traversal < $3
+               AND lease_owner IS NOT NULL LIMIT 1",
+        )
+        .bind(&job.stack_id)
+        .bind(&job.resource)
+        .bind(job.traversal)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(found.is_some())
+    }
+
     /// Whether every resource of an update's template (`n` of them) is done in this traversal:
     /// then its cleanup may start.
     pub async fn forward_complete(&self, stack_id: &str, traversal: i64, n: usize) -> Result<bool> {

@@ -88,6 +88,8 @@ pub struct StackUpdate {
     pub rollback: bool,
     /// For a rollback: the traversal of the failed action it undoes.
     pub rollback_of: Option<i64>,
+    /// Take the stack over from a create, update or rollback in progress (`--supersede`).
+    pub supersede: bool,
     /// Every resource of the new template (rows are made for those the stack lacks).
     pub resources: Vec<NewResource>,
 }
@@ -258,7 +260,17 @@ impl Store {
             "UPDATE"
         };
         let mut tx = self.begin().await?;
-        self.lock(&mut tx, stack_id, action, engine).await?;
+        let superseded = match self.lock(&mut tx, stack_id, action, engine).await {
+            Ok(()) => None,
+            Err(StoreError::ActionInProgress { action: held, .. })
+                if update.supersede
+                    && ["CREATE", "UPDATE", "ROLLBACK"].contains(&held.as_str()) =>
+            {
+                let dropped = self.supersede(&mut tx, stack_id, engine).await?;
+                Some((held, dropped))
+            }
+            Err(e) => return Err(e),
+        };
         // A rollback starts only if its failed action is still the stack's last one.
         let n = sqlx::query(self.sql(
             "UPDATE stacks SET previous_template = template, previous_sources = sources, template = $2,
@@ -285,13 +297,20 @@ impl Store {
         }
         self.insert_rows(&mut tx, stack_id, &update.resources)
             .await?;
+        let started = match superseded {
+            Some((held, dropped)) => format!(
+                "Stack {action} started, superseding the {held} in progress: {dropped} of its jobs \
+                 not running were dropped; calls running finish and are recorded"
+            ),
+            None => format!("Stack {action} started"),
+        };
         self.event(
             &mut tx,
             stack_id,
             None,
             action,
             "IN_PROGRESS",
-            &format!("Stack {action} started"),
+            &started,
             None,
             engine,
         )
@@ -299,6 +318,33 @@ impl Store {
         let row = self.stack_in(&mut tx, stack_id).await?;
         tx.commit().await?;
         Ok(row)
+    }
+
+    /// Takes the stack lock over from the action in progress (a newer update supersedes it):
+    /// its jobs that are not running are dropped (waiting, polling or retrying; the new update
+    /// decides those resources afresh), and calls running now finish and are recorded, while
+    /// the new traversal's job for the same resource waits for them (`stale_call_running`).
+    /// Returns how many jobs were dropped.
+    async fn supersede(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        stack_id: &str,
+        engine: &str,
+    ) -> Result<u64> {
+        sqlx::query(self.sql(
+            "UPDATE stack_locks SET action = 'UPDATE', holder = $2, acquired_at = NOW_MS, token = token + 1
+             WHERE stack_id = $1",
+        ))
+        .bind(stack_id)
+        .bind(engine)
+        .execute(&mut **tx)
+        .await?;
+        let dropped = sqlx::query("DELETE FROM jobs WHERE stack_id = $1 AND lease_owner IS NULL")
+            .bind(stack_id)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected();
+        Ok(dropped)
     }
 
     /// What the stack was made from (template text, environments, parameters; JSON), and what
