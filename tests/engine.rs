@@ -470,3 +470,38 @@ async fn the_per_stack_limit_bounds_running_jobs_and_spares_other_stacks() {
         db.cleanup().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_the_engine_cannot_work_fails_its_resource_instead_of_coming_back_forever() {
+    // The stored template is damaged behind the engine's back: every attempt to work the job
+    // fails inside the engine. After a few tries the resource fails with the error, and the
+    // stack ends FAILED instead of staying IN_PROGRESS.
+    let text = "heat_template_version: 2021-04-16\nresources:\n  a:\n    type: OS::Heat::None\n";
+    for db in backends().await {
+        let store = Store::open(&db.url).await.unwrap();
+        let engine = Engine::new(store.clone(), plugins(&[]).await, EngineConfig::default());
+        let row = create(&engine, "damaged", text).await;
+        sqlx::any::install_default_drivers();
+        let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&db.url)
+            .await
+            .unwrap();
+        sqlx::query("UPDATE stacks SET template = 'not json' WHERE id = $1")
+            .bind(&row.id)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let run = run(&engine);
+        let end = settle(&store, &row.id).await;
+        run.shutdown().await;
+        assert_eq!(end.status, "FAILED", "{}", db.name);
+        assert!(
+            end.status_reason
+                .contains("internal error (5 times on this job)")
+                && end.status_reason.contains("stored data is corrupt"),
+            "{}: {}",
+            db.name,
+            end.status_reason
+        );
+        db.cleanup().await;
+    }
+}

@@ -53,8 +53,45 @@ impl Engine {
                 false
             }
             Err(e) => {
-                // The lease runs out and the job is retried (here or by another engine).
                 tracing::error!(job = job.id, stack = %job.stack_id, resource = %job.resource, "job failed: {e}");
+                self.after_internal_error(&job, &e).await
+            }
+        }
+    }
+
+    /// An error of the engine itself (database, stored data) while working a job: the job
+    /// comes back after a backoff, here or on another engine; one that keeps failing fails
+    /// its resource with the error, so that the stack ends instead of waiting forever.
+    async fn after_internal_error(&self, job: &Claimed, e: &StoreError) -> bool {
+        const LIMIT: i64 = 5;
+        let store = &self.inner.store;
+        let engine = self.inner.id.as_str();
+        match store
+            .job_error(job, engine, &e.to_string(), 1000, LIMIT)
+            .await
+        {
+            Ok(true) => {
+                let ended = async {
+                    let row = store.find_stack(&job.stack_id).await?;
+                    if row.on_failure != "continue" {
+                        store
+                            .stop_after_failure(&job.stack_id, job.traversal, engine)
+                            .await?;
+                    }
+                    let operation = row.action.to_ascii_lowercase();
+                    store
+                        .try_finish_traversal(&job.stack_id, job.traversal, &operation, engine)
+                        .await
+                };
+                if let Err(e) = ended.await {
+                    tracing::warn!("ending the traversal after an internal error failed: {e}");
+                }
+                true
+            }
+            Ok(false) => false,
+            // Otherwise the lease runs out and the job is retried as before.
+            Err(e) => {
+                tracing::warn!(job = job.id, "recording the error failed: {e}");
                 false
             }
         }

@@ -381,6 +381,66 @@ impl Store {
         Ok(())
     }
 
+    /// Records an error inside the engine while working the job: the job comes back after
+    /// `delay_ms` (not after its lease), and at the `limit`-th such error its resource fails
+    /// with the error instead. Returns whether it failed.
+    pub async fn job_error(
+        &self,
+        job: &Claimed,
+        engine: &str,
+        error: &str,
+        delay_ms: i64,
+        limit: i64,
+    ) -> Result<bool> {
+        let mut tx = self.begin().await?;
+        let errors: Option<(i64,)> = sqlx::query_as(self.sql(
+            "UPDATE jobs SET internal_errors = internal_errors + 1, due_at = NOW_MS + $4,
+                    lease_owner = NULL, lease_expires_at = NULL
+             WHERE id = $1 AND token = $2 AND lease_owner = $3 RETURNING internal_errors",
+        ))
+        .bind(job.id)
+        .bind(job.token)
+        .bind(engine)
+        .bind(delay_ms)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((errors,)) = errors else {
+            return Err(StoreError::Fenced(job.id));
+        };
+        if errors < limit {
+            tx.commit().await?;
+            return Ok(false);
+        }
+        let reason = format!("internal error ({errors} times on this job): {error}");
+        sqlx::query("DELETE FROM jobs WHERE id = $1")
+            .bind(job.id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(self.sql(
+            "UPDATE resources SET status = 'FAILED', status_reason = $3, traversal = $4, updated_at = NOW_MS
+             WHERE stack_id = $1 AND name = $2",
+        ))
+        .bind(&job.stack_id)
+        .bind(&job.resource)
+        .bind(&reason)
+        .bind(job.traversal)
+        .execute(&mut *tx)
+        .await?;
+        self.event(
+            &mut tx,
+            &job.stack_id,
+            Some(&job.resource),
+            action_of(&job.operation),
+            "FAILED",
+            &reason,
+            None,
+            engine,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
     /// Removes a job that belongs to a traversal no longer running (superseded or ended).
     pub async fn drop_job(&self, job: &Claimed, engine: &str) -> Result<()> {
         sqlx::query("DELETE FROM jobs WHERE id = $1 AND token = $2 AND lease_owner = $3")
