@@ -294,20 +294,12 @@ pub async fn run_stack(cmd: StackCommand, config: &Config) -> Result<(), Failure
         StackCommand::Delete { name, no_wait } => {
             let engine = engine(config).await?;
             let row = engine.delete_stack(&name).await.map_err(store_failure)?;
-            if no_wait {
-                println!("{} {}_{}", row.name, row.action, row.status);
-                return Ok(());
-            }
-            finished(&wait(&engine, &row).await?)
+            wait_unless(&engine, &row, no_wait).await
         }
         StackCommand::Check { name, no_wait } => {
             let engine = engine(config).await?;
             let row = engine.check_stack(&name).await.map_err(store_failure)?;
-            if no_wait {
-                println!("{} {}_{}", row.name, row.action, row.status);
-                return Ok(());
-            }
-            finished(&wait(&engine, &row).await?)
+            wait_unless(&engine, &row, no_wait).await
         }
         StackCommand::Cancel { name, no_rollback } => {
             let store = open(config).await?;
@@ -565,6 +557,16 @@ async fn after_start(
     };
     print_outputs(engine.store(), &row, format).await?;
     finished(&row)
+}
+
+/// After an action with no outputs to show (delete, check) started: return at once
+/// (`--no-wait`), or wait for its end.
+async fn wait_unless(engine: &Engine, row: &StackRow, no_wait: bool) -> Result<(), Failure> {
+    if no_wait {
+        println!("{} {}_{}", row.name, row.action, row.status);
+        return Ok(());
+    }
+    finished(&wait(engine, row).await?)
 }
 
 /// A preview as a table (with each changed property) or JSON.
