@@ -20,6 +20,121 @@ pub struct Config {
     pub retry: RetryConfig,
     /// `[plugins.NAME]`: a component file, or settings for a bundled plugin of that name.
     pub plugins: BTreeMap<String, PluginConfig>,
+    /// `[api]`: the REST API and web view of `kiln api` / `kiln serve`.
+    pub api: ApiConfig,
+    /// `[log]`: what the process logs (to stderr) and how.
+    pub log: LogConfig,
+}
+
+/// The REST API (`kiln api`, `kiln serve`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Where the API listens. Port 0 picks a free port (the address is printed at start).
+    pub listen: std::net::SocketAddr,
+    /// Largest request body (a template with its environments, as JSON); larger ones get 413.
+    pub max_body_bytes: u64,
+    /// Events per page of `GET /v1/stacks/{stack}/events` when the caller asks for none.
+    pub events_page_size: u32,
+    /// Bearer tokens, each bound to a project (`[[api.tokens]]`). With none (and no
+    /// `token_file`) the API is open, as the admin of project `default`, and only a loopback
+    /// `listen` address is allowed.
+    pub tokens: Vec<TokenConfig>,
+    /// A TOML file of more `[[tokens]]` (same keys), read at start; relative to this file.
+    pub token_file: Option<PathBuf>,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            // Heat's orchestration API port.
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 8004)),
+            max_body_bytes: 8 << 20,
+            events_page_size: 100,
+            tokens: Vec::new(),
+            token_file: None,
+        }
+    }
+}
+
+/// One API caller.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// The secret itself; or `token_sha256`, its SHA-256 in hex, to keep it out of the file.
+    pub token: Option<String>,
+    pub token_sha256: Option<String>,
+    /// The project whose stacks this caller sees and acts on.
+    pub project: String,
+    /// `member` (its project only) or `admin` (every project, and the engines).
+    #[serde(default)]
+    pub role: Role,
+    /// Who this is, for the logs and events (default: `PROJECT/ROLE`).
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    #[default]
+    Member,
+    Admin,
+}
+
+impl TokenConfig {
+    /// Exactly one of `token` and `token_sha256`, and a project name.
+    pub fn check(&self, at: &str) -> Result<(), String> {
+        match (&self.token, &self.token_sha256) {
+            (Some(t), None) if t.len() >= 16 => {}
+            (Some(_), None) => return Err(format!("{at}.token: at least 16 characters")),
+            (None, Some(h)) if h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) => {}
+            (None, Some(_)) => {
+                return Err(format!(
+                    "{at}.token_sha256: 64 hexadecimal digits (a SHA-256)"
+                ));
+            }
+            _ => {
+                return Err(format!(
+                    "{at}: give exactly one of `token` and `token_sha256`"
+                ));
+            }
+        }
+        let valid = |c: char| c.is_ascii_alphanumeric() || "-_.".contains(c);
+        if self.project.is_empty() || !self.project.chars().all(valid) {
+            return Err(format!(
+                "{at}.project: a name of letters, digits, '-', '_' and '.' is required"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Logging, to stderr. `KILN_LOG` (a tracing filter such as `info,kiln=debug`) overrides
+/// `level`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` (for a person) or `json` (one object per line, for a log pipeline).
+    pub format: LogFormat,
+    /// A tracing filter: `warn`, `info`, `info,kiln::engine=debug`, ...
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "warn".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 /// Where the store lives.
@@ -326,7 +441,13 @@ impl Config {
             let token_file = p.credentials.as_mut().and_then(|c| c.token_file.as_mut());
             p.component.as_mut().into_iter().chain(token_file)
         });
-        for p in paths.chain(config.runtime.plugins_dir.as_mut()) {
+        let others = config
+            .runtime
+            .plugins_dir
+            .as_mut()
+            .into_iter()
+            .chain(config.api.token_file.as_mut());
+        for p in paths.chain(others) {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
@@ -367,9 +488,11 @@ impl Config {
                 message,
             };
             let section = section.to_ascii_lowercase();
-            if !["database", "engine", "runtime", "limits"].contains(&section.as_str()) {
+            if !["database", "engine", "runtime", "limits", "api", "log"]
+                .contains(&section.as_str())
+            {
                 return Err(err(format!(
-                    "unknown section `{section}` (database, engine, runtime, limits)"
+                    "unknown section `{section}` (database, engine, runtime, limits, api, log)"
                 )));
             }
             let parsed = toml::from_str::<toml::Table>(&format!("v = {value}"))
@@ -435,6 +558,14 @@ impl Config {
                  must survive a late heartbeat",
                 self.engine.heartbeat_ms, self.engine.lease_ms
             ));
+        }
+        if self.api.max_body_bytes == 0 || self.api.events_page_size == 0 {
+            return Err(
+                "api.max_body_bytes and api.events_page_size must be greater than 0".into(),
+            );
+        }
+        for (i, t) in self.api.tokens.iter().enumerate() {
+            t.check(&format!("api.tokens[{i}]"))?;
         }
         for (name, p) in &self.plugins {
             if let Some(c) = &p.credentials {

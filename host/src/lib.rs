@@ -2,16 +2,19 @@
 //! WebAssembly components.
 
 pub mod allow_list;
+pub mod api;
 pub mod cli;
 pub mod config;
 pub mod credentials;
 pub mod duration;
 pub mod engine;
 pub mod fault_server;
+pub mod logging;
 pub mod metrics;
 pub mod registry;
 pub mod retry;
 pub mod runtime;
+pub mod service;
 pub mod store;
 pub mod template;
 

@@ -2,6 +2,7 @@
 //! call contexts, and a fake REST cloud on 127.0.0.1.
 #![allow(dead_code)]
 
+pub mod api;
 pub mod cloud;
 pub mod db;
 pub mod procs;

@@ -241,11 +241,17 @@ impl Cluster {
 
     /// Starts `kiln engine` and waits until it printed its id. Returns its index in `engines`.
     pub async fn start_engine(&mut self) -> usize {
+        self.start_engine_with(&[]).await
+    }
+
+    /// [`Cluster::start_engine`] with extra environment variables (`KILN_LOG__FORMAT`, say).
+    pub async fn start_engine_with(&mut self, env: &[(&str, &str)]) -> usize {
         let n = self.engines.len() + 1;
         let label = format!("engine-{n}");
         let log = self.dir.path().join(format!("{label}.log"));
         let child = self
             .command(&["engine"])
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(File::create(&log).unwrap())

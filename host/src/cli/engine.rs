@@ -1,11 +1,11 @@
-//! `kiln engine` (run the workers), `kiln serve` (the single-host default: for now the same;
-//! the API joins it) and `kiln engine list` (every engine sharing the database, judged on the
-//! database's clock).
+//! `kiln engine` (run the workers) and `kiln engine list` (every engine sharing the database,
+//! judged on the database's clock).
 
 use clap::{Args, Subcommand};
 use tokio::sync::watch;
 
-use super::stack::{engine, open, store_failure};
+use super::backend::{Backend, Needs, Target};
+use super::stack::{api_failure, engine};
 use super::table::render;
 use super::{Failure, Format, exit};
 use crate::config::Config;
@@ -27,10 +27,10 @@ enum EngineCommand {
     },
 }
 
-pub async fn run(args: EngineArgs, config: &Config) -> Result<(), Failure> {
+pub async fn run(args: EngineArgs, config: &Config, target: &Target) -> Result<(), Failure> {
     match args.command {
         None => serve(config).await,
-        Some(EngineCommand::List { format }) => list(config, format).await,
+        Some(EngineCommand::List { format }) => list(config, target, format).await,
     }
 }
 
@@ -55,8 +55,9 @@ pub async fn serve(config: &Config) -> Result<(), Failure> {
                 .local_addr()
                 .map_err(|e| Failure::new(exit::FAILED, e))?;
             eprintln!("metrics on http://{bound}/metrics");
+            let store = engine.store().clone();
             Some(tokio::spawn(async move {
-                let _ = axum::serve(listener, crate::metrics::router()).await;
+                let _ = axum::serve(listener, crate::metrics::router_with_store(store)).await;
             }))
         }
         None => None,
@@ -80,7 +81,7 @@ pub async fn serve(config: &Config) -> Result<(), Failure> {
     Ok(())
 }
 
-async fn shutdown_signal() {
+pub(super) async fn shutdown_signal() {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .expect("SIGTERM handler");
     tokio::select! {
@@ -89,9 +90,9 @@ async fn shutdown_signal() {
     }
 }
 
-async fn list(config: &Config, format: Format) -> Result<(), Failure> {
-    let store = open(config).await?;
-    let engines = store.engine_list().await.map_err(store_failure)?;
+async fn list(config: &Config, target: &Target, format: Format) -> Result<(), Failure> {
+    let backend = Backend::connect(config, target, Needs::Store).await?;
+    let engines = backend.engines().await.map_err(api_failure)?;
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&engines).unwrap()),
         Format::Table => {

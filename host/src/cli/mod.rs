@@ -1,9 +1,11 @@
 //! The `kiln` command line.
 
+mod backend;
 mod engine;
 mod fault_server;
 mod plugin;
 mod retry;
+mod serve;
 mod stack;
 mod table;
 mod validate;
@@ -39,6 +41,14 @@ pub struct Cli {
     /// Config file. Default: ./kiln.toml when it exists, else built-in defaults.
     #[arg(long, short = 'c', global = true, env = "KILN_CONFIG")]
     config: Option<PathBuf>,
+    /// A Kiln server (`kiln serve` or `kiln api`) to send `stack`, `resource`, `validate` and
+    /// `engine list` commands to, e.g. http://127.0.0.1:8004. Default: run them here, on the
+    /// configured database.
+    #[arg(long, global = true, env = "KILN_URL")]
+    url: Option<String>,
+    /// The bearer token for --url.
+    #[arg(long, global = true, env = "KILN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -59,8 +69,12 @@ enum Command {
     /// Run an engine (work through every stack's jobs until SIGTERM, then drain), or
     /// `engine list` the engines sharing the database.
     Engine(engine::EngineArgs),
-    /// Run the service on this host: an engine (the REST API joins it in a later release).
-    Serve,
+    /// Run the whole service in one process: an engine and the REST API with the web view
+    /// (`[api] listen`, default 127.0.0.1:8004), until SIGTERM.
+    Serve(serve::ServeArgs),
+    /// Run the REST API and web view only; the work is done by `kiln engine` processes
+    /// sharing the database.
+    Api(serve::ServeArgs),
     /// Run a fault-injecting fake REST cloud on 127.0.0.1 (for tests and examples).
     FaultServer(fault_server::FaultServerArgs),
     /// Retry policies: simulate a policy's schedule.
@@ -93,16 +107,24 @@ impl Failure {
 pub async fn run(cli: Cli) -> ExitCode {
     let result = match load_config(cli.config.as_deref()) {
         Err(f) => Err(f),
-        Ok(config) => match cli.command {
-            Command::Plugin(cmd) => plugin::run(cmd, &config).await,
-            Command::Validate(args) => validate::run(args, &config).await,
-            Command::Stack(cmd) => stack::run_stack(cmd, &config).await,
-            Command::Resource(cmd) => stack::run_resource(cmd, &config).await,
-            Command::Engine(args) => engine::run(args, &config).await,
-            Command::Serve => engine::serve(&config).await,
-            Command::FaultServer(args) => fault_server::run(args).await,
-            Command::Retry(cmd) => retry::run(cmd, &config).await,
-        },
+        Ok(config) => {
+            crate::logging::init(&config.log);
+            let target = backend::Target {
+                url: cli.url,
+                token: cli.token,
+            };
+            match cli.command {
+                Command::Plugin(cmd) => plugin::run(cmd, &config).await,
+                Command::Validate(args) => validate::run(args, &config, &target).await,
+                Command::Stack(cmd) => stack::run_stack(cmd, &config, &target).await,
+                Command::Resource(cmd) => stack::run_resource(cmd, &config, &target).await,
+                Command::Engine(args) => engine::run(args, &config, &target).await,
+                Command::Serve(args) => serve::serve(args, &config, true).await,
+                Command::Api(args) => serve::serve(args, &config, false).await,
+                Command::FaultServer(args) => fault_server::run(args).await,
+                Command::Retry(cmd) => retry::run(cmd, &config).await,
+            }
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,27 +1,30 @@
-//! `kiln stack ...`, `kiln resource ...` and `kiln engine`, in embedded mode: the engine runs in
-//! this process against the configured database (SQLite by default), and a waiting command
-//! works through jobs until its stack's action ends.
+//! `kiln stack ...` and `kiln resource ...`: in embedded mode the engine runs in this process
+//! against the configured database (SQLite by default) and a waiting command works through
+//! jobs until its stack's action ends; with `--url` the same commands ask a Kiln server
+//! (`backend.rs`), and print the same.
 
+use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::path::PathBuf;
-
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
-use tokio::sync::watch;
 
+use super::backend::{Backend, Needs, Target};
 use super::plugin::plugin_set_failure;
 use super::table::render;
 use super::validate::{TemplateArgs, key_value};
 use super::{Failure, Format, exit};
 use crate::config::Config;
-use crate::engine::{Engine, OnFailure, PlannedChange, Sources, StackOptions, StoredResolver};
+use crate::engine::{Engine, OnFailure};
 use crate::registry::PluginSet;
 use crate::retry::RetryPolicies;
+use crate::service::ApiError;
+use crate::service::requests::{CancelStack, CreateStack, OutputValue, Preview, UpdateStack};
 use crate::store::{EventRow, StackRow, Store, StoreError, format_ms};
-use crate::template::{self, SourceFile};
+use crate::template::SourceFile;
 
 #[derive(Subcommand)]
 pub enum StackCommand {
@@ -184,13 +187,9 @@ pub enum ResourceCommand {
     },
 }
 
-pub(super) fn store_failure(e: StoreError) -> Failure {
-    let code = match e {
-        StoreError::StackNotFound(_) => exit::NOT_FOUND,
-        StoreError::ActionInProgress { .. } | StoreError::StackExists(_) => exit::CONFLICT,
-        _ => exit::FAILED,
-    };
-    Failure::new(code, e)
+/// An operation's error as the CLI reports it: its message, and its code's exit status.
+pub(super) fn api_failure(e: ApiError) -> Failure {
+    Failure::new(e.exit_code(), e.message)
 }
 
 pub(super) async fn open(config: &Config) -> Result<Store, Failure> {
@@ -214,7 +213,22 @@ pub(super) async fn engine(config: &Config) -> Result<Engine, Failure> {
     Ok(Engine::new(store, Arc::new(plugins), config.engine.clone()).with_retry(policies))
 }
 
-pub async fn run_stack(cmd: StackCommand, config: &Config) -> Result<(), Failure> {
+/// What a command needs: starting actions and validating need the plugins.
+fn needs(cmd: &StackCommand) -> Needs {
+    match cmd {
+        StackCommand::Create { .. }
+        | StackCommand::Update { .. }
+        | StackCommand::Preview { .. }
+        | StackCommand::Resume { .. }
+        | StackCommand::Delete { .. }
+        | StackCommand::Check { .. } => Needs::Plugins,
+        _ => Needs::Store,
+    }
+}
+
+pub async fn run_stack(cmd: StackCommand, config: &Config, target: &Target) -> Result<(), Failure> {
+    let backend = Backend::connect(config, target, needs(&cmd)).await?;
+    let b = &backend;
     match cmd {
         StackCommand::Create {
             name,
@@ -225,16 +239,19 @@ pub async fn run_stack(cmd: StackCommand, config: &Config) -> Result<(), Failure
             enable_rollback,
             format,
         } => {
-            let engine = engine(config).await?;
-            let (stack, mut sources) = load_template(&template, engine.plugins())?;
-            sources.options.on_failure = on_failure;
-            sources.options.timeout_secs = timeout.filter(|t| *t > 0);
-            sources.options.rollback = enable_rollback;
-            let row = engine
-                .create_stack(&name, &stack, &sources)
-                .await
-                .map_err(store_failure)?;
-            after_start(&engine, &row, no_wait, format).await
+            let (file, environments) = template.read()?;
+            let req = CreateStack {
+                name,
+                template: file,
+                environments,
+                parameters: parameter_map(&template.parameters),
+                on_failure,
+                timeout_secs: timeout,
+                enable_rollback,
+                project: None,
+            };
+            let row = b.create(req).await.map_err(api_failure)?;
+            after_start(b, &row, no_wait, format).await
         }
         StackCommand::Update {
             name,
@@ -244,42 +261,22 @@ pub async fn run_stack(cmd: StackCommand, config: &Config) -> Result<(), Failure
             no_wait,
             format,
         } => {
-            let engine = engine(config).await?;
-            let row = engine
-                .store()
-                .find_stack(&name)
-                .await
-                .map_err(store_failure)?;
-            let (stack, sources) = update_sources(&engine, &row, &args).await?;
+            let mut req = args.request()?;
             if dry_run {
-                let (row, changes) = engine
-                    .preview(&row.id, &stack)
-                    .await
-                    .map_err(store_failure)?;
-                print_preview(&row, &changes, format);
+                let preview = b.preview(&name, req).await.map_err(api_failure)?;
+                print_preview(&preview, format);
                 return Ok(());
             }
-            let row = if supersede {
-                engine.supersede_stack(&row.id, &stack, &sources).await
-            } else {
-                engine.update_stack(&row.id, &stack, &sources).await
-            }
-            .map_err(store_failure)?;
-            after_start(&engine, &row, no_wait, format).await
+            req.supersede = supersede;
+            let row = b.update(&name, req).await.map_err(api_failure)?;
+            after_start(b, &row, no_wait, format).await
         }
         StackCommand::Preview { name, args, format } => {
-            let engine = engine(config).await?;
-            let row = engine
-                .store()
-                .find_stack(&name)
+            let preview = b
+                .preview(&name, args.request()?)
                 .await
-                .map_err(store_failure)?;
-            let (stack, _) = update_sources(&engine, &row, &args).await?;
-            let (row, changes) = engine
-                .preview(&row.id, &stack)
-                .await
-                .map_err(store_failure)?;
-            print_preview(&row, &changes, format);
+                .map_err(api_failure)?;
+            print_preview(&preview, format);
             Ok(())
         }
         StackCommand::Resume {
@@ -287,28 +284,22 @@ pub async fn run_stack(cmd: StackCommand, config: &Config) -> Result<(), Failure
             no_wait,
             format,
         } => {
-            let engine = engine(config).await?;
-            let row = engine.resume_stack(&name).await.map_err(store_failure)?;
-            after_start(&engine, &row, no_wait, format).await
+            let row = b.act(&name, "resume").await.map_err(api_failure)?;
+            after_start(b, &row, no_wait, format).await
         }
         StackCommand::Delete { name, no_wait } => {
-            let engine = engine(config).await?;
-            let row = engine.delete_stack(&name).await.map_err(store_failure)?;
-            wait_unless(&engine, &row, no_wait).await
+            let row = b.act(&name, "delete").await.map_err(api_failure)?;
+            wait_unless(b, &row, no_wait).await
         }
         StackCommand::Check { name, no_wait } => {
-            let engine = engine(config).await?;
-            let row = engine.check_stack(&name).await.map_err(store_failure)?;
-            wait_unless(&engine, &row, no_wait).await
+            let row = b.act(&name, "check").await.map_err(api_failure)?;
+            wait_unless(b, &row, no_wait).await
         }
         StackCommand::Cancel { name, no_rollback } => {
-            let store = open(config).await?;
-            let row = store.find_stack(&name).await.map_err(store_failure)?;
-            let actor = format!("cli-{}", std::process::id());
-            let row = store
-                .cancel(&row.id, &actor, !no_rollback)
-                .await
-                .map_err(store_failure)?;
+            let req = CancelStack {
+                rollback: Some(!no_rollback),
+            };
+            let row = b.cancel(&name, req).await.map_err(api_failure)?;
             println!(
                 "{} {}_{}{}",
                 row.name,
@@ -323,11 +314,7 @@ pub async fn run_stack(cmd: StackCommand, config: &Config) -> Result<(), Failure
             Ok(())
         }
         StackCommand::List { format } => {
-            let stacks = open(config)
-                .await?
-                .list_stacks()
-                .await
-                .map_err(store_failure)?;
+            let stacks = b.list().await.map_err(api_failure)?;
             match format {
                 Format::Json => println!("{}", serde_json::to_string_pretty(&stacks).unwrap()),
                 Format::Table => {
@@ -347,18 +334,17 @@ pub async fn run_stack(cmd: StackCommand, config: &Config) -> Result<(), Failure
             }
             Ok(())
         }
-        StackCommand::Show { name, format } => show(&open(config).await?, &name, format).await,
+        StackCommand::Show { name, format } => show(b, &name, format).await,
         StackCommand::Events {
             name,
             follow,
             format,
         } => {
-            let store = open(config).await?;
-            let row = store.find_stack(&name).await.map_err(store_failure)?;
+            let row = b.show(&name, false).await.map_err(api_failure)?.stack;
             if follow {
-                return follow_events(&store, &row, format).await;
+                return follow_events(b, &row, format).await;
             }
-            let events = store.events(&row.id, 0).await.map_err(store_failure)?;
+            let events = b.events(&row.id, 0).await.map_err(api_failure)?;
             match format {
                 Format::Json => println!("{}", serde_json::to_string_pretty(&events).unwrap()),
                 Format::Table => {
@@ -372,19 +358,22 @@ pub async fn run_stack(cmd: StackCommand, config: &Config) -> Result<(), Failure
             Ok(())
         }
         StackCommand::Outputs { name, format } => {
-            let store = open(config).await?;
-            let row = store.find_stack(&name).await.map_err(store_failure)?;
-            print_outputs(&store, &row, format).await
+            let outs = b.outputs(&name).await.map_err(api_failure)?;
+            print_outputs(&outs, format);
+            Ok(())
         }
     }
 }
 
-pub async fn run_resource(cmd: ResourceCommand, config: &Config) -> Result<(), Failure> {
-    let store = open(config).await?;
+pub async fn run_resource(
+    cmd: ResourceCommand,
+    config: &Config,
+    target: &Target,
+) -> Result<(), Failure> {
+    let backend = Backend::connect(config, target, Needs::Store).await?;
     match cmd {
         ResourceCommand::List { stack, format } => {
-            let row = store.find_stack(&stack).await.map_err(store_failure)?;
-            let resources = store.resources(&row.id).await.map_err(store_failure)?;
+            let resources = backend.resources(&stack).await.map_err(api_failure)?;
             match format {
                 Format::Json => println!("{}", serde_json::to_string_pretty(&resources).unwrap()),
                 Format::Table => {
@@ -413,17 +402,10 @@ pub async fn run_resource(cmd: ResourceCommand, config: &Config) -> Result<(), F
             resource,
             format,
         } => {
-            let row = store.find_stack(&stack).await.map_err(store_failure)?;
-            let found = store
-                .resources_named(&row.id, &[resource.as_str()])
+            let r = backend
+                .resource(&stack, &resource)
                 .await
-                .map_err(store_failure)?;
-            let Some(r) = found.into_iter().next() else {
-                return Err(Failure::new(
-                    exit::NOT_FOUND,
-                    format!("stack '{}' has no resource '{resource}'", row.name),
-                ));
-            };
+                .map_err(api_failure)?;
             match format {
                 Format::Json => println!("{}", serde_json::to_string_pretty(&r).unwrap()),
                 Format::Table => {
@@ -447,101 +429,55 @@ pub async fn run_resource(cmd: ResourceCommand, config: &Config) -> Result<(), F
     }
 }
 
-/// Validates the template files and keeps what they were, for the stack's record.
-fn load_template(
-    args: &TemplateArgs,
-    plugins: &PluginSet,
-) -> Result<(template::Stack, Sources), Failure> {
-    let (file, environments) = args.read()?;
-    let stack =
-        template::validate(&file, &environments, &args.parameters, plugins).map_err(|errors| {
-            let mut text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
-            let s = if errors.len() == 1 { "" } else { "s" };
-            text.push(format!("{} error{s} in {}", errors.len(), file.name));
-            Failure::new(exit::BAD_INPUT, text.join("\n"))
-        })?;
-    let sources = Sources {
-        template: file.name,
-        template_text: file.text,
-        environments: environments.into_iter().map(|e| (e.name, e.text)).collect(),
-        parameters: args.parameters.clone(),
-        options: StackOptions::default(),
-    };
-    Ok((stack, sources))
+/// `-P KEY=VALUE` pairs as the request's parameter map (a later value for a key wins).
+pub(super) fn parameter_map(pairs: &[(String, String)]) -> BTreeMap<String, Value> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .collect()
 }
 
-/// The stack's new definition: the files given, or with `--existing` what it was made from,
-/// with the files and parameters given replacing (parameters: patching) the stored ones.
-async fn update_sources(
-    engine: &Engine,
-    row: &StackRow,
-    args: &UpdateArgs,
-) -> Result<(template::Stack, Sources), Failure> {
-    let read = |p: &PathBuf| {
-        SourceFile::read(p)
-            .map_err(|e| Failure::new(exit::BAD_INPUT, format!("cannot read {}: {e}", p.display())))
-    };
-    let current = engine.sources(row).await.map_err(store_failure)?;
-    let mut options = current.options.clone();
-    if let Some(on_failure) = args.on_failure {
-        options.on_failure = on_failure;
-    }
-    if let Some(timeout) = args.timeout {
-        options.timeout_secs = (timeout > 0).then_some(timeout);
-    }
-    if args.enable_rollback || args.disable_rollback {
-        options.rollback = args.enable_rollback;
-    }
-    let stored = args.existing.then_some(current);
-    let file = match (&args.template, &stored) {
-        (Some(path), _) => read(path)?,
-        (None, Some(s)) => SourceFile {
-            name: s.template.clone(),
-            text: s.template_text.clone(),
-        },
-        (None, None) => unreachable!("clap requires --template without --existing"),
-    };
-    let environments: Vec<SourceFile> = match &stored {
-        Some(s) if args.environments.is_empty() => s
-            .environments
-            .iter()
-            .map(|(name, text)| SourceFile {
-                name: name.clone(),
-                text: text.clone(),
+impl UpdateArgs {
+    /// The update as a request: the files given are read here; with `--existing` whatever
+    /// is not given is kept from what the stack was made from (the service merges).
+    fn request(&self) -> Result<UpdateStack, Failure> {
+        let read = |p: &PathBuf| {
+            SourceFile::read(p).map_err(|e| {
+                Failure::new(exit::BAD_INPUT, format!("cannot read {}: {e}", p.display()))
             })
-            .collect(),
-        _ => args
-            .environments
-            .iter()
-            .map(read)
-            .collect::<Result<_, _>>()?,
-    };
-    let mut parameters = stored.map(|s| s.parameters).unwrap_or_default();
-    for (k, v) in &args.parameters {
-        parameters.retain(|(old, _)| old != k);
-        parameters.push((k.clone(), v.clone()));
+        };
+        let template = self.template.as_ref().map(read).transpose()?;
+        let environments = if self.environments.is_empty() {
+            None
+        } else {
+            Some(
+                self.environments
+                    .iter()
+                    .map(read)
+                    .collect::<Result<_, _>>()?,
+            )
+        };
+        let rollback = if self.enable_rollback || self.disable_rollback {
+            Some(self.enable_rollback)
+        } else {
+            None
+        };
+        Ok(UpdateStack {
+            template,
+            environments,
+            parameters: parameter_map(&self.parameters),
+            existing: self.existing,
+            on_failure: self.on_failure,
+            timeout_secs: self.timeout,
+            rollback,
+            supersede: false,
+        })
     }
-    let stack = template::validate(&file, &environments, &parameters, engine.plugins()).map_err(
-        |errors| {
-            let mut text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
-            let s = if errors.len() == 1 { "" } else { "s" };
-            text.push(format!("{} error{s} in {}", errors.len(), file.name));
-            Failure::new(exit::BAD_INPUT, text.join("\n"))
-        },
-    )?;
-    let sources = Sources {
-        template: file.name,
-        template_text: file.text,
-        environments: environments.into_iter().map(|e| (e.name, e.text)).collect(),
-        parameters,
-        options,
-    };
-    Ok((stack, sources))
 }
 
 /// After an action started: return at once (`--no-wait`), or wait and show the outcome.
 async fn after_start(
-    engine: &Engine,
+    b: &Backend,
     row: &StackRow,
     no_wait: bool,
     format: Format,
@@ -551,41 +487,30 @@ async fn after_start(
         return Ok(());
     }
     let row = if row.status == "IN_PROGRESS" {
-        wait(engine, row).await?
+        wait(b, row).await?
     } else {
         row.clone()
     };
-    print_outputs(engine.store(), &row, format).await?;
+    let outs = b.outputs(&row.id).await.map_err(api_failure)?;
+    print_outputs(&outs, format);
     finished(&row)
 }
 
 /// After an action with no outputs to show (delete, check) started: return at once
 /// (`--no-wait`), or wait for its end.
-async fn wait_unless(engine: &Engine, row: &StackRow, no_wait: bool) -> Result<(), Failure> {
+async fn wait_unless(b: &Backend, row: &StackRow, no_wait: bool) -> Result<(), Failure> {
     if no_wait {
         println!("{} {}_{}", row.name, row.action, row.status);
         return Ok(());
     }
-    finished(&wait(engine, row).await?)
+    finished(&wait(b, row).await?)
 }
 
 /// A preview as a table (with each changed property) or JSON.
-fn print_preview(row: &StackRow, changes: &[PlannedChange], format: Format) {
-    let count = |a: &str| changes.iter().filter(|c| c.action == a).count();
-    let summary = format!(
-        "{} to create, {} to update in place, {} to replace, {} to delete, {} unchanged{}",
-        count("create"),
-        count("update"),
-        count("replace"),
-        count("delete"),
-        count("unchanged"),
-        match count("rejected") {
-            0 => String::new(),
-            n => format!(", {n} rejected (the update would fail)"),
-        }
-    );
+fn print_preview(preview: &Preview, format: Format) {
+    let (changes, summary) = (&preview.changes, &preview.summary);
     if let Format::Json = format {
-        let doc = json!({"stack": row.name, "changes": changes, "summary": summary});
+        let doc = json!({"stack": preview.stack, "changes": changes, "summary": summary});
         println!("{}", serde_json::to_string_pretty(&doc).unwrap());
         return;
     }
@@ -609,17 +534,17 @@ fn print_preview(row: &StackRow, changes: &[PlannedChange], format: Format) {
     if !rows.is_empty() {
         print!("{}", render(&["ACTION", "RESOURCE", "TYPE", "WHY"], &rows));
     }
-    println!("Preview of {}: {summary}.", row.name);
+    println!("Preview of {}: {summary}.", preview.stack);
 }
 
 /// Prints the stack's events as they happen, until its current action has ended and every
 /// event of it is shown.
-async fn follow_events(store: &Store, row: &StackRow, format: Format) -> Result<(), Failure> {
+async fn follow_events(b: &Backend, row: &StackRow, format: Format) -> Result<(), Failure> {
     let mut last = 0;
     loop {
         // Read the status first: events written before an action ends are then all seen.
-        let current = store.find_stack(&row.id).await.map_err(store_failure)?;
-        let events = store.events(&row.id, last).await.map_err(store_failure)?;
+        let current = b.show(&row.id, false).await.map_err(api_failure)?.stack;
+        let events = b.events(&row.id, last).await.map_err(api_failure)?;
         for e in &events {
             last = e.id;
             match format {
@@ -635,30 +560,33 @@ async fn follow_events(store: &Store, row: &StackRow, format: Format) -> Result<
     }
 }
 
-/// Runs the engine in this process until the stack's action ends, showing progress: every
-/// event as a line, and on a terminal a status line with counts and current resources.
-async fn wait(engine: &Engine, row: &StackRow) -> Result<StackRow, Failure> {
-    let (stop_tx, stop) = watch::channel(false);
-    let running = tokio::spawn({
-        let engine = engine.clone();
-        async move { engine.run(stop).await }
-    });
-    let store = engine.store();
+/// Waits until the stack's action ends, showing progress: every event as a line, and on a
+/// terminal a status line with counts and current resources. In embedded mode this
+/// process's engine does the work meanwhile.
+async fn wait(b: &Backend, row: &StackRow) -> Result<StackRow, Failure> {
+    let working = b.work();
+    let result = watch_progress(b, row).await;
+    if let Some((stop_tx, task)) = working {
+        let _ = stop_tx.send(true);
+        let _ = task.await;
+    }
+    result
+}
+
+async fn watch_progress(b: &Backend, row: &StackRow) -> Result<StackRow, Failure> {
     let tty = std::io::stderr().is_terminal();
     // Show this action's events: from its "Stack ... started" event on.
-    let earlier = store.events(&row.id, 0).await.map_err(store_failure)?;
+    let earlier = b.events(&row.id, 0).await.map_err(api_failure)?;
     let mut last_event = earlier
         .iter()
         .rev()
         .find(|e| e.resource.is_none() && e.action == row.action && e.status == "IN_PROGRESS")
         .map_or(0, |e| e.id - 1);
     let mut watched = row.traversal;
-    let result = loop {
-        let current = store.find_stack(&row.id).await.map_err(store_failure)?;
-        let events = store
-            .events(&row.id, last_event)
-            .await
-            .map_err(store_failure)?;
+    loop {
+        let shown = b.show(&row.id, false).await.map_err(api_failure)?;
+        let current = &shown.stack;
+        let events = b.events(&row.id, last_event).await.map_err(api_failure)?;
         if tty {
             eprint!("\r\x1b[2K");
         }
@@ -669,49 +597,39 @@ async fn wait(engine: &Engine, row: &StackRow) -> Result<StackRow, Failure> {
             }
         }
         if current.status != "IN_PROGRESS" {
-            break current;
+            return Ok(shown.stack);
         }
         if current.traversal != watched {
             if current.action != "ROLLBACK" || current.traversal != watched + 1 {
                 // Another action took over the stack.
-                break current;
+                return Ok(shown.stack);
             }
             // The action failed and its rollback started: follow it to its end.
             watched = current.traversal;
         }
         if tty {
-            let counts = store
-                .resource_counts(&row.id)
-                .await
-                .map_err(store_failure)?;
-            let shown: Vec<String> = counts
+            let counts: Vec<String> = shown
+                .resources
                 .iter()
-                .map(|(a, s, n)| format!("{n} {a}_{s}"))
+                .map(|c| format!("{} {}", c.count, c.status))
                 .collect();
-            let busy = store
-                .resources_in_progress(&row.id, 3)
-                .await
-                .map_err(store_failure)?;
-            let busy = if busy.is_empty() {
+            let busy = if shown.in_progress.is_empty() {
                 String::new()
             } else {
-                format!(" — {}", busy.join(", "))
+                format!(" — {}", shown.in_progress.join(", "))
             };
             let line = format!(
                 "{} {}_IN_PROGRESS: {}{busy}",
                 current.name,
                 current.action,
-                shown.join(", ")
+                counts.join(", ")
             );
             // One terminal line, so that the next redraw overwrites it.
             eprint!("{}", line.chars().take(110).collect::<String>());
             let _ = std::io::stderr().flush();
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    let _ = stop_tx.send(true);
-    let _ = running.await;
-    Ok(result)
+    }
 }
 
 fn finished(row: &StackRow) -> Result<(), Failure> {
@@ -760,68 +678,52 @@ fn cell(v: &Value) -> String {
     }
 }
 
-async fn outputs(
-    store: &Store,
-    row: &StackRow,
-) -> Result<Vec<(String, String, Result<Value, String>)>, Failure> {
-    let text = store.stack_template(&row.id).await.map_err(store_failure)?;
-    let stack: template::Stack = serde_json::from_str(&text)
-        .map_err(|e| Failure::new(exit::FAILED, format!("stored template is corrupt: {e}")))?;
-    let rows = store.resources(&row.id).await.map_err(store_failure)?;
-    let resolver = StoredResolver::new(rows, &row.name, &row.id);
-    Ok(stack
-        .outputs
-        .iter()
+/// Outputs as `kiln stack outputs --format json` prints them: name to value, or to
+/// `{"error": why}` when unavailable.
+fn outputs_map(outs: &[OutputValue]) -> serde_json::Map<String, Value> {
+    outs.iter()
         .map(|o| {
-            (
-                o.name.clone(),
-                o.description.clone(),
-                stack.output(&o.name, &resolver).map_err(|e| e.to_string()),
-            )
+            let v = match (&o.value, &o.error) {
+                (Some(v), _) => v.clone(),
+                (None, e) => json!({"error": e.clone().unwrap_or_default()}),
+            };
+            (o.name.clone(), v)
         })
-        .collect())
+        .collect()
 }
 
-async fn print_outputs(store: &Store, row: &StackRow, format: Format) -> Result<(), Failure> {
-    let outs = outputs(store, row).await?;
+fn print_outputs(outs: &[OutputValue], format: Format) {
     match format {
-        Format::Json => {
-            let map: serde_json::Map<String, Value> = outs
-                .into_iter()
-                .map(|(k, _, v)| (k, v.unwrap_or_else(|e| json!({"error": e}))))
-                .collect();
-            println!("{}", serde_json::to_string_pretty(&map).unwrap());
-        }
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&outputs_map(outs)).unwrap()
+        ),
         Format::Table if !outs.is_empty() => {
             let rows: Vec<Vec<String>> = outs
-                .into_iter()
-                .map(|(k, d, v)| {
-                    vec![
-                        k,
-                        v.map_or_else(|e| format!("(unavailable: {e})"), |v| cell(&v)),
-                        d,
-                    ]
+                .iter()
+                .map(|o| {
+                    let value = match (&o.value, &o.error) {
+                        (Some(v), _) => cell(v),
+                        (None, e) => format!("(unavailable: {})", e.as_deref().unwrap_or("")),
+                    };
+                    vec![o.name.clone(), value, o.description.clone()]
                 })
                 .collect();
             print!("{}", render(&["OUTPUT", "VALUE", "DESCRIPTION"], &rows));
         }
         Format::Table => {}
     }
-    Ok(())
 }
 
-async fn show(store: &Store, name: &str, format: Format) -> Result<(), Failure> {
-    let row = store.find_stack(name).await.map_err(store_failure)?;
-    let counts = store
-        .resource_counts(&row.id)
-        .await
-        .map_err(store_failure)?;
+async fn show(b: &Backend, name: &str, format: Format) -> Result<(), Failure> {
+    let shown = b.show(name, true).await.map_err(api_failure)?;
+    let outs = shown.outputs.clone().unwrap_or_default();
+    let row = &shown.stack;
     if let Format::Json = format {
-        let outs = outputs(store, &row).await?;
         let doc = json!({
             "stack": row,
-            "resources": counts.iter().map(|(a, s, n)| json!({"status": format!("{a}_{s}"), "count": n})).collect::<Vec<_>>(),
-            "outputs": outs.into_iter().map(|(k, _, v)| (k, v.unwrap_or_else(|e| json!({"error": e})))).collect::<serde_json::Map<_, _>>(),
+            "resources": shown.resources,
+            "outputs": outputs_map(&outs),
         });
         println!("{}", serde_json::to_string_pretty(&doc).unwrap());
         return Ok(());
@@ -832,10 +734,12 @@ async fn show(store: &Store, name: &str, format: Format) -> Result<(), Failure> 
     println!("reason:    {}", row.status_reason);
     println!("created:   {}", format_ms(row.created_at));
     println!("updated:   {}", format_ms(row.updated_at));
-    let shown: Vec<String> = counts
+    let counts: Vec<String> = shown
+        .resources
         .iter()
-        .map(|(a, s, n)| format!("{n} {a}_{s}"))
+        .map(|c| format!("{} {}", c.count, c.status))
         .collect();
-    println!("resources: {}", shown.join(", "));
-    print_outputs(store, &row, Format::Table).await
+    println!("resources: {}", counts.join(", "));
+    print_outputs(&outs, Format::Table);
+    Ok(())
 }

@@ -1,17 +1,19 @@
 //! `kiln validate`: check a template with its environments and parameters against the
-//! configured plugins' schemas, and report every error (exit 2) or a summary (exit 0).
+//! configured plugins' schemas (or a server's, with `--url`), and report every error (exit 2)
+//! or a summary (exit 0).
 
 use std::path::PathBuf;
 
 use clap::Args;
-use serde_json::json;
+use serde_json::{Value, json};
 
-use super::plugin::plugin_set_failure;
+use super::backend::{Backend, Needs, Target};
+use super::stack::{api_failure, parameter_map};
 use super::table::render;
 use super::{Failure, Format, exit};
 use crate::config::Config;
-use crate::registry::PluginSet;
-use crate::template::{self, SourceFile, Stack};
+use crate::service::requests::ValidateTemplate;
+use crate::template::SourceFile;
 
 #[derive(Args)]
 pub struct ValidateArgs {
@@ -59,26 +61,27 @@ pub(super) fn key_value(s: &str) -> Result<(String, String), String> {
     }
 }
 
-pub async fn run(args: ValidateArgs, config: &Config) -> Result<(), Failure> {
+pub async fn run(args: ValidateArgs, config: &Config, target: &Target) -> Result<(), Failure> {
     let (template, environments) = args.template.read()?;
-    let plugins = PluginSet::load(config).await.map_err(plugin_set_failure)?;
-    match template::validate(
-        &template,
-        &environments,
-        &args.template.parameters,
-        &plugins,
-    ) {
-        Ok(stack) => {
+    let name = template.name.clone();
+    let backend = Backend::connect(config, target, Needs::Plugins).await?;
+    let req = ValidateTemplate {
+        template,
+        environments,
+        parameters: parameter_map(&args.template.parameters),
+    };
+    match backend.validate(req).await {
+        Ok(summary) => {
             match args.format {
-                Format::Json => println!(
-                    "{}",
-                    serde_json::to_string_pretty(&summary_json(&stack)).expect("JSON")
-                ),
-                Format::Table => print!("{}", summary_table(&stack)),
+                Format::Json => {
+                    println!("{}", serde_json::to_string_pretty(&summary).expect("JSON"))
+                }
+                Format::Table => print!("{}", summary_table(&summary)),
             }
             Ok(())
         }
-        Err(errors) => {
+        Err(e) if e.code == "invalid_template" => {
+            let errors = &e.errors;
             match args.format {
                 Format::Json => println!(
                     "{}",
@@ -90,70 +93,66 @@ pub async fn run(args: ValidateArgs, config: &Config) -> Result<(), Failure> {
             let s = if errors.len() == 1 { "" } else { "s" };
             Err(Failure::new(
                 exit::BAD_INPUT,
-                format!("{} error{s} in {}", errors.len(), template.name),
+                format!("{} error{s} in {name}", errors.len()),
             ))
         }
+        Err(e) => Err(api_failure(e)),
     }
 }
 
-fn shown(p: &template::Parameter) -> String {
-    if p.hidden {
-        "******".into()
-    } else {
-        match &p.value {
-            serde_json::Value::String(s) => s.clone(),
-            v => v.to_string(),
-        }
+fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        v => v.to_string(),
     }
 }
 
-fn summary_table(stack: &Stack) -> String {
+/// The summary (`service::validation_summary`) as a table: the same whether validated here
+/// or by a server.
+fn summary_table(v: &Value) -> String {
+    let list = |key: &str| v[key].as_array().cloned().unwrap_or_default();
     let mut out = format!(
         "{}: valid (heat_template_version {})\n",
-        stack.file, stack.version
+        text(&v["template"]),
+        text(&v["heat_template_version"])
     );
-    if !stack.description.is_empty() {
-        out += &format!("{}\n", stack.description.trim_end());
+    let description = text(&v["description"]);
+    if !description.is_empty() {
+        out += &format!("{}\n", description.trim_end());
     }
-    if !stack.parameters.is_empty() {
-        let rows: Vec<Vec<String>> = stack
-            .parameters
+    let parameters = list("parameters");
+    if !parameters.is_empty() {
+        let rows: Vec<Vec<String>> = parameters
             .iter()
-            .map(|p| vec![p.name.clone(), p.kind.name().into(), shown(p)])
+            .map(|p| vec![text(&p["name"]), text(&p["type"]), text(&p["value"])])
             .collect();
         out += &format!("\n{}", render(&["PARAMETER", "TYPE", "VALUE"], &rows));
     }
-    let rows: Vec<Vec<String>> = stack
-        .in_order()
+    let rows: Vec<Vec<String>> = list("resources")
+        .iter()
         .map(|r| {
-            let ty = if r.served_type == r.type_name {
-                r.type_name.clone()
+            let (ty, served) = (text(&r["type"]), text(&r["served_type"]));
+            let ty = if served == ty {
+                ty
             } else {
-                format!("{} -> {}", r.type_name, r.served_type)
+                format!("{ty} -> {served}")
             };
-            vec![r.name.clone(), ty, r.depends_on.join(", ")]
+            let deps: Vec<String> = r["depends_on"]
+                .as_array()
+                .map(|d| d.iter().map(text).collect())
+                .unwrap_or_default();
+            vec![text(&r["name"]), ty, deps.join(", ")]
         })
         .collect();
     out += &format!("\n{}", render(&["RESOURCE", "TYPE", "DEPENDS ON"], &rows));
-    if !stack.outputs.is_empty() {
-        let rows: Vec<Vec<String>> = stack
-            .outputs
+    let outputs = list("outputs");
+    if !outputs.is_empty() {
+        let rows: Vec<Vec<String>> = outputs
             .iter()
-            .map(|o| vec![o.name.clone(), o.description.clone()])
+            .map(|o| vec![text(&o["name"]), text(&o["description"])])
             .collect();
         out += &format!("\n{}", render(&["OUTPUT", "DESCRIPTION"], &rows));
     }
     out
-}
-
-fn summary_json(stack: &Stack) -> serde_json::Value {
-    json!({
-        "valid": true,
-        "template": stack.file,
-        "heat_template_version": stack.version,
-        "description": stack.description,
-        "parameters": stack.parameters.iter().map(|p| json!({"name": p.name, "type": p.kind.name(), "value": if p.hidden { json!("******") } else { p.value.clone() }})).collect::<Vec<_>>(),
-        "resources": stack.in_order().map(|r| json!({"name": r.name, "type": r.type_name, "served_type": r.served_type, "depends_on": r.depends_on})).collect::<Vec<_>>(),
-        "outputs": stack.outputs.iter().map(|o| json!({"name": o.name, "description": o.description})).collect::<Vec<_>>(),
-    })
 }

@@ -116,7 +116,7 @@ impl Engine {
             let plan = self.plan(&row).await?;
             let made = self.advance(&plan, traversal, &operation).await?;
             if made > 0 {
-                tracing::info!(stack = %row.name, "repaired a stalled traversal: {made} jobs scheduled");
+                tracing::info!(stack = %row.name, stack_id = %row.id, traversal, "repaired a stalled traversal: {made} jobs scheduled");
                 self.inner.wake.notify_waiters();
             }
         }

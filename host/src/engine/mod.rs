@@ -160,9 +160,20 @@ impl Engine {
         &self.inner.plugins
     }
 
-    /// Stores a validated stack and starts creating it.
+    /// Stores a validated stack in project `default` and starts creating it.
     pub async fn create_stack(
         &self,
+        name: &str,
+        stack: &template::Stack,
+        sources: &Sources,
+    ) -> Result<StackRow, StoreError> {
+        self.create_stack_in("default", name, stack, sources).await
+    }
+
+    /// Stores a validated stack in `project` and starts creating it.
+    pub async fn create_stack_in(
+        &self,
+        project: &str,
         name: &str,
         stack: &template::Stack,
         sources: &Sources,
@@ -170,6 +181,7 @@ impl Engine {
         let new = NewStack {
             id: new_id(),
             name: name.to_string(),
+            project: project.to_string(),
             on_failure: sources.options.on_failure.as_str().into(),
             timeout_ms: sources.options.timeout_ms(),
             rollback: sources.options.rollback,
@@ -645,7 +657,13 @@ impl Engine {
     /// After this engine ended a traversal: starts the rollback it asked for, if any.
     pub(super) async fn ended(&self, stack_id: &str, traversal: i64) -> Result<(), StoreError> {
         if let Some(row) = Box::pin(self.start_rollback(stack_id, traversal)).await? {
-            tracing::info!(stack = %row.name, "rolling back the failed action");
+            tracing::info!(
+                stack = %row.name,
+                stack_id = %row.id,
+                failed_traversal = traversal,
+                traversal = row.traversal,
+                "rolling back the failed action"
+            );
         }
         Ok(())
     }

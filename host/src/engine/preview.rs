@@ -20,7 +20,7 @@ use crate::template::{self, Resolver};
 pub const KNOWN_AFTER_APPLY: &str = "(known after apply)";
 
 /// One resource in a preview.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct PlannedChange {
     pub resource: String,
     #[serde(rename = "type")]
@@ -29,11 +29,11 @@ pub struct PlannedChange {
     pub action: String,
     pub reason: String,
     /// The properties that change (for update and replace).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub properties: Vec<PropertyChange>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct PropertyChange {
     pub name: String,
     pub old: Value,

@@ -2,15 +2,17 @@
 //! the plugin in a fresh sandbox, and record the result (done, pending or failed).
 
 use std::future::Future;
+use std::time::Instant;
 
 use serde_json::Value;
+use tracing::Instrument;
 
 use super::Engine;
 use super::StoredResolver;
 use super::builtin;
 use super::plan::Plan;
 use crate::credentials::Refresh;
-use crate::metrics::{BudgetLabels, RefreshLabels, RetryLabels, metrics};
+use crate::metrics::{self, BudgetLabels, RefreshLabels, RetryLabels, metrics};
 use crate::retry::{Attempt, Verdict, as_plugin_error, summarize};
 use crate::runtime::{
     CallContext, CallError, Current, Done, Operation, Outcome, Plugin, PluginError,
@@ -40,23 +42,88 @@ impl Step {
     }
 }
 
+/// What working a job came to, for its log line.
+enum Worked {
+    /// Left over from a traversal that ended or was superseded.
+    Dropped,
+    /// Put back until a superseded action's call on the resource ends.
+    AfterStaleCall,
+    /// A long operation goes on: polled again after `delay_ms`.
+    Pending { delay_ms: u64 },
+    /// The call failed and runs again (`reason` says when and why).
+    Retry { reason: String },
+    /// The resource ended in this action: `CREATE_COMPLETE`, `DELETE_FAILED`...
+    Ended { outcome: String, reason: String },
+}
+
+/// Logs what a job came to. A finished resource, a retry: info, one line each. A poll and
+/// the rest: debug, since a long operation polls many times.
+fn finished(worked: Worked, started: Instant) {
+    let duration_ms = started.elapsed().as_millis() as u64;
+    match worked {
+        Worked::Ended { outcome, reason } => {
+            tracing::info!(%outcome, %reason, duration_ms, "job finished: {outcome}")
+        }
+        Worked::Retry { reason } => {
+            tracing::info!(
+                outcome = "retry",
+                duration_ms,
+                "job will run again: {reason}"
+            )
+        }
+        Worked::Pending { delay_ms } => tracing::debug!(
+            outcome = "pending",
+            duration_ms,
+            "job pending: polling again in {delay_ms} ms"
+        ),
+        Worked::AfterStaleCall => tracing::debug!(
+            outcome = "deferred",
+            duration_ms,
+            "job waits for a superseded call on its resource"
+        ),
+        Worked::Dropped => tracing::debug!(
+            outcome = "dropped",
+            duration_ms,
+            "job dropped: its traversal ended or was superseded"
+        ),
+    }
+}
+
 impl Engine {
-    /// Works one claimed job; true when it made new work or ended a traversal.
+    /// Works one claimed job; true when it made new work or ended a traversal. Everything
+    /// logged meanwhile (plugin log records included) carries the job's span: the stack, the
+    /// traversal, the resource and the operation.
     pub(super) async fn process(&self, job: Claimed) -> bool {
-        match self.process_inner(&job).await {
-            Ok(woke) => woke,
-            Err(StoreError::Fenced(id)) => {
-                tracing::warn!(
-                    job = id,
-                    "job was taken over by another engine; dropping its result"
-                );
-                false
-            }
-            Err(e) => {
-                tracing::error!(job = job.id, stack = %job.stack_id, resource = %job.resource, "job failed: {e}");
-                self.after_internal_error(&job, &e).await
+        metrics::job_claimed(&job.operation);
+        let span = tracing::info_span!(
+            "job",
+            // The name is known once the stack's row is read (`process_inner`).
+            stack = tracing::field::Empty,
+            stack_id = %job.stack_id,
+            traversal = job.traversal,
+            resource = %job.resource,
+            operation = %job.operation,
+            attempt = job.attempt,
+            job = job.id,
+        );
+        async {
+            match self.process_inner(&job, Instant::now()).await {
+                Ok(woke) => woke,
+                Err(StoreError::Fenced(id)) => {
+                    tracing::warn!(
+                        job = id,
+                        "job was taken over by another engine; dropping its result"
+                    );
+                    false
+                }
+                Err(e) => {
+                    tracing::error!("job failed: {e}");
+                    self.after_internal_error(&job, &e).await
+                }
             }
         }
+        .instrument(span)
+        .await
     }
 
     /// An error of the engine itself (database, stored data) while working a job: the job
@@ -71,6 +138,8 @@ impl Engine {
             .await
         {
             Ok(true) => {
+                metrics::job_ended(&job.operation, true);
+                tracing::warn!("the resource failed after {LIMIT} internal errors");
                 let ended = async {
                     let row = store.find_stack(&job.stack_id).await?;
                     if row.on_failure != "continue" {
@@ -97,10 +166,13 @@ impl Engine {
         }
     }
 
-    async fn process_inner(&self, job: &Claimed) -> Result<bool, StoreError> {
+    /// Works the job and logs what it came to (`finished`) as soon as that is known: before
+    /// any line about what followed (the end of the traversal, a rollback).
+    async fn process_inner(&self, job: &Claimed, started: Instant) -> Result<bool, StoreError> {
         let store = &self.inner.store;
         let engine = self.inner.id.as_str();
         let mut row = store.find_stack(&job.stack_id).await?;
+        tracing::Span::current().record("stack", row.name.as_str());
         if row.cancel_requested_at.is_none()
             && row.status == "IN_PROGRESS"
             && let Some(deadline) = row.deadline_at
@@ -116,11 +188,13 @@ impl Engine {
         if row.traversal != job.traversal || row.status != "IN_PROGRESS" {
             // Left over from a traversal that ended or was superseded.
             store.drop_job(job, engine).await?;
+            finished(Worked::Dropped, started);
             return Ok(false);
         }
         if job.operation == "update" && store.stale_call_running(job).await? {
             // A superseded action's call on this resource is still running: after it.
             store.reschedule(job, engine, 500, None).await?;
+            finished(Worked::AfterStaleCall, started);
             return Ok(false);
         }
         let plan = self.plan(&row).await?;
@@ -176,6 +250,7 @@ impl Engine {
                 store
                     .reschedule(job, engine, delay_ms as i64, Some(&state.to_string()))
                     .await?;
+                finished(Worked::Pending { delay_ms }, started);
                 return Ok(false);
             }
             Step::Retry {
@@ -186,6 +261,7 @@ impl Engine {
                 store
                     .retry(job, engine, delay_ms as i64, &history, &reason)
                     .await?;
+                finished(Worked::Retry { reason }, started);
                 return Ok(false);
             }
             Step::Done(update) => *update,
@@ -203,6 +279,15 @@ impl Engine {
             }
         };
         store.finish(job, engine, &update).await?;
+        metrics::job_ended(&job.operation, update.status == "FAILED");
+        let outcome = format!("{}_{}", update.action, update.status);
+        finished(
+            Worked::Ended {
+                outcome,
+                reason: update.reason.clone(),
+            },
+            started,
+        );
         // After the commit (see store/jobs.rs): what this made ready, and maybe the end.
         let traversal_op = row.action.to_ascii_lowercase();
         let made = if update.status == "FAILED" {
@@ -245,6 +330,7 @@ impl Engine {
             .try_finish_traversal(&job.stack_id, job.traversal, &traversal_op, engine)
             .await?;
         if ended {
+            tracing::info!("the job ended the stack's {} action", row.action);
             self.ended(&job.stack_id, job.traversal).await?;
         }
         Ok(ended)

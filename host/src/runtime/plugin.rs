@@ -536,12 +536,15 @@ impl Plugin {
         let mut ctx = ctx.clone();
         let limit = self.deadline(&mut ctx);
         let props = json_text(properties);
-        let r = self
-            .run_resource("create", label(&ctx), limit, async |p, s| {
-                p.kiln_plugin_provider().call_create(s, &ctx, &props).await
-            })
-            .await?;
-        self.output("create", r, |c, o| c.outcome(o))
+        timed(&ctx, "create", async {
+            let r = self
+                .run_resource("create", label(&ctx), limit, async |p, s| {
+                    p.kiln_plugin_provider().call_create(s, &ctx, &props).await
+                })
+                .await?;
+            self.output("create", r, |c, o| c.outcome(o))
+        })
+        .await
     }
 
     pub async fn update(
@@ -554,14 +557,17 @@ impl Plugin {
         let mut ctx = ctx.clone();
         let limit = self.deadline(&mut ctx);
         let (old, new) = (json_text(old_properties), json_text(new_properties));
-        let r = self
-            .run_resource("update", label(&ctx), limit, async |p, s| {
-                p.kiln_plugin_provider()
-                    .call_update(s, &ctx, current, &old, &new)
-                    .await
-            })
-            .await?;
-        self.output("update", r, |c, o| c.update_outcome(o))
+        timed(&ctx, "update", async {
+            let r = self
+                .run_resource("update", label(&ctx), limit, async |p, s| {
+                    p.kiln_plugin_provider()
+                        .call_update(s, &ctx, current, &old, &new)
+                        .await
+                })
+                .await?;
+            self.output("update", r, |c, o| c.update_outcome(o))
+        })
+        .await
     }
 
     pub async fn delete(
@@ -573,14 +579,17 @@ impl Plugin {
         let mut ctx = ctx.clone();
         let limit = self.deadline(&mut ctx);
         let props = json_text(properties);
-        let r = self
-            .run_resource("delete", label(&ctx), limit, async |p, s| {
-                p.kiln_plugin_provider()
-                    .call_delete(s, &ctx, current, &props)
-                    .await
-            })
-            .await?;
-        self.output("delete", r, |c, o| c.outcome(o))
+        timed(&ctx, "delete", async {
+            let r = self
+                .run_resource("delete", label(&ctx), limit, async |p, s| {
+                    p.kiln_plugin_provider()
+                        .call_delete(s, &ctx, current, &props)
+                        .await
+                })
+                .await?;
+            self.output("delete", r, |c, o| c.outcome(o))
+        })
+        .await
     }
 
     pub async fn check(
@@ -592,14 +601,17 @@ impl Plugin {
         let mut ctx = ctx.clone();
         let limit = self.deadline(&mut ctx);
         let props = json_text(properties);
-        let r = self
-            .run_resource("check", label(&ctx), limit, async |p, s| {
-                p.kiln_plugin_provider()
-                    .call_check(s, &ctx, current, &props)
-                    .await
-            })
-            .await?;
-        self.output("check", r, |c, o| c.check_report(o))
+        timed(&ctx, "check", async {
+            let r = self
+                .run_resource("check", label(&ctx), limit, async |p, s| {
+                    p.kiln_plugin_provider()
+                        .call_check(s, &ctx, current, &props)
+                        .await
+                })
+                .await?;
+            self.output("check", r, |c, o| c.check_report(o))
+        })
+        .await
     }
 
     pub async fn poll(
@@ -611,14 +623,17 @@ impl Plugin {
         let mut ctx = ctx.clone();
         let limit = self.deadline(&mut ctx);
         let (props, state) = (json_text(properties), json_text(state));
-        let r = self
-            .run_resource("poll", label(&ctx), limit, async |p, s| {
-                p.kiln_plugin_provider()
-                    .call_poll(s, &ctx, &props, &state)
-                    .await
-            })
-            .await?;
-        self.output("poll", r, |c, o| c.outcome(o))
+        timed(&ctx, "poll", async {
+            let r = self
+                .run_resource("poll", label(&ctx), limit, async |p, s| {
+                    p.kiln_plugin_provider()
+                        .call_poll(s, &ctx, &props, &state)
+                        .await
+                })
+                .await?;
+            self.output("poll", r, |c, o| c.outcome(o))
+        })
+        .await
     }
 
     /// A retry policy's check of its parameters: `Ok(Err(reason))` when it rejects them.
@@ -643,6 +658,54 @@ impl Plugin {
                 .await
         })
         .await
+    }
+}
+
+/// Runs one resource call and records it in `kiln_plugin_call_duration_seconds`, by type,
+/// function and outcome. The time includes the wait for a sandbox slot: what the engine waited.
+async fn timed<T: Answer>(
+    ctx: &CallContext,
+    function: &'static str,
+    call: impl Future<Output = Result<T, CallError>>,
+) -> Result<T, CallError> {
+    let started = Instant::now();
+    let result = call.await;
+    let outcome = match &result {
+        Ok(answer) => answer.outcome(),
+        Err(_) => "error",
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    crate::metrics::observe_plugin_call(&ctx.resource_type, function, outcome, seconds);
+    result
+}
+
+/// A call's answer as the `outcome` label names it.
+trait Answer {
+    fn outcome(&self) -> &'static str;
+}
+
+impl Answer for Outcome {
+    fn outcome(&self) -> &'static str {
+        match self {
+            Outcome::Done(_) => "ok",
+            Outcome::Pending(_) => "pending",
+        }
+    }
+}
+
+impl Answer for UpdateOutcome {
+    fn outcome(&self) -> &'static str {
+        match self {
+            // A plugin that cannot update in place answered as it should.
+            UpdateOutcome::Done(_) | UpdateOutcome::Replace { .. } => "ok",
+            UpdateOutcome::Pending(_) => "pending",
+        }
+    }
+}
+
+impl Answer for CheckReport {
+    fn outcome(&self) -> &'static str {
+        "ok"
     }
 }
 

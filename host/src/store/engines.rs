@@ -2,7 +2,7 @@
 //! drains and marks itself stopped on a clean shutdown. An engine whose heartbeat is older than
 //! its lease is dead, judged by the database's clock, never by a ping.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{Result, Store};
 
@@ -18,7 +18,7 @@ pub struct EngineRow {
 }
 
 /// An engine as `kiln engine list` shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EngineStatus {
     pub id: String,
     pub host: String,

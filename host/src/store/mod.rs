@@ -7,6 +7,7 @@ mod jobs;
 mod leader;
 mod maintenance;
 mod stacks;
+mod stats;
 mod wakeups;
 
 use std::path::Path;
@@ -19,6 +20,7 @@ pub use engines::{EngineRow, EngineStatus};
 pub use jobs::{Candidate, Claim, Claimed, ResourceUpdate, action_of};
 pub use leader::LeaderTerm;
 pub use stacks::{EventRow, NewResource, NewStack, ResourceRow, StackRow, StackUpdate, format_ms};
+pub use stats::QueueStats;
 pub use wakeups::Wakeups;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +35,9 @@ pub enum StoreError {
     StackNotFound(String),
     #[error("a stack named '{0}' already exists")]
     StackExists(String),
+    /// A name looked up across projects that more than one project uses.
+    #[error("stack name '{name}' is used in several projects ({}): use the stack's id", projects.join(", "))]
+    Ambiguous { name: String, projects: Vec<String> },
     #[error("stack '{stack}' has an action in progress: {action} since {since}, held by {holder}")]
     ActionInProgress {
         stack: String,
@@ -188,6 +193,21 @@ impl Store {
             Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
             Dialect::Postgres => self.pool.begin().await?,
         })
+    }
+
+    /// The newest migration applied to the database, and the newest this build has: equal
+    /// when the schema is current. Also proves the database answers.
+    pub async fn schema_version(&self) -> Result<(i64, i64)> {
+        let (applied,): (Option<i64>,) =
+            sqlx::query_as("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
+                .fetch_one(&self.pool)
+                .await?;
+        let migrator = match self.dialect {
+            Dialect::Sqlite => &SQLITE_MIGRATIONS,
+            Dialect::Postgres => &POSTGRES_MIGRATIONS,
+        };
+        let expected = migrator.iter().map(|m| m.version).max().unwrap_or(0);
+        Ok((applied.unwrap_or(0), expected))
     }
 
     /// The database's clock, in milliseconds since the epoch.

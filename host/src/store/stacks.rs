@@ -1,16 +1,18 @@
 //! Stacks, their resources and events: starting an action (with the stack lock and the first
 //! jobs, in one transaction) and reading what engines wrote.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
 use sqlx::{AssertSqlSafe, Row};
 
 use super::{Result, Store, StoreError};
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StackRow {
     pub id: String,
     pub name: String,
+    /// The tenant it belongs to (the API token's project; `default` for the embedded CLI).
+    pub project: String,
     pub action: String,
     pub status: String,
     pub status_reason: String,
@@ -18,21 +20,21 @@ pub struct StackRow {
     pub created_at: i64,
     pub updated_at: i64,
     /// Set while a cancel of the current action is under way.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cancel_requested_at: Option<i64>,
     /// `stop` (nothing new starts after a resource fails) or `continue` (branches that do
     /// not need the failed resource go on).
     pub on_failure: String,
     /// When the current action times out (the stack's timeout after it started), if the
     /// stack has a timeout.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline_at: Option<i64>,
     /// The failed action asked for a rollback that has not started yet.
     #[serde(skip)]
     pub rollback_pending: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ResourceRow {
     pub name: String,
     #[serde(rename = "type")]
@@ -56,7 +58,7 @@ pub struct ResourceRow {
     pub deletion_policy: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EventRow {
     pub id: i64,
     pub resource: Option<String>,
@@ -97,6 +99,7 @@ pub struct StackUpdate {
 pub struct NewStack {
     pub id: String,
     pub name: String,
+    pub project: String,
     pub on_failure: String,
     pub timeout_ms: Option<i64>,
     pub rollback: bool,
@@ -106,7 +109,7 @@ pub struct NewStack {
 }
 
 /// The stack's header: everything but the (large) template, which `stack_template` reads.
-const STACK_COLUMNS: &str = "id, name, action, status, status_reason, traversal, created_at, updated_at, cancel_requested_at, on_failure, deadline_at, rollback_pending";
+const STACK_COLUMNS: &str = "id, name, action, status, status_reason, traversal, created_at, updated_at, cancel_requested_at, on_failure, deadline_at, rollback_pending, project";
 
 fn stack_row(r: &AnyRow) -> Result<StackRow> {
     Ok(StackRow {
@@ -122,6 +125,7 @@ fn stack_row(r: &AnyRow) -> Result<StackRow> {
         on_failure: r.try_get(9)?,
         deadline_at: r.try_get(10)?,
         rollback_pending: r.try_get::<i64, _>(11)? == 1,
+        project: r.try_get(12)?,
     })
 }
 
@@ -133,11 +137,13 @@ impl Store {
     /// resource with no dependencies, and the first event, atomically.
     pub async fn create_stack(&self, new: &NewStack, engine: &str) -> Result<StackRow> {
         let mut tx = self.begin().await?;
-        let exists: Option<(String,)> =
-            sqlx::query_as("SELECT id FROM stacks WHERE name = $1 AND deleted_at IS NULL")
-                .bind(&new.name)
-                .fetch_optional(&mut *tx)
-                .await?;
+        let exists: Option<(String,)> = sqlx::query_as(
+            "SELECT id FROM stacks WHERE name = $1 AND project = $2 AND deleted_at IS NULL",
+        )
+        .bind(&new.name)
+        .bind(&new.project)
+        .fetch_optional(&mut *tx)
+        .await?;
         if exists.is_some() {
             return Err(StoreError::StackExists(new.name.clone()));
         }
@@ -150,8 +156,8 @@ impl Store {
         let done = new.resources.is_empty();
         sqlx::query(self.sql(
             "INSERT INTO stacks (id, name, action, status, template, sources, traversal, created_at, updated_at,
-                                 on_failure, timeout_ms, deadline_at, rollback_enabled)
-             VALUES ($1, $2, 'CREATE', $3, $4, $5, 1, NOW_MS, NOW_MS, $6, $7, NOW_MS + $7, $8)",
+                                 on_failure, timeout_ms, deadline_at, rollback_enabled, project)
+             VALUES ($1, $2, 'CREATE', $3, $4, $5, 1, NOW_MS, NOW_MS, $6, $7, NOW_MS + $7, $8, $9)",
         ))
         .bind(&new.id)
         .bind(&new.name)
@@ -161,6 +167,7 @@ impl Store {
         .bind(&new.on_failure)
         .bind(new.timeout_ms)
         .bind(new.rollback as i64)
+        .bind(&new.project)
         .execute(&mut *tx)
         .await?;
         self.insert_rows(&mut tx, &new.id, &new.resources).await?;
@@ -752,18 +759,35 @@ impl Store {
         stack_row(&row)
     }
 
-    /// A live stack by name or id (a deleted one only by id).
+    /// A live stack by name or id (a deleted one only by id), in any project.
     pub async fn find_stack(&self, name_or_id: &str) -> Result<StackRow> {
+        self.find_stack_in(None, name_or_id).await
+    }
+
+    /// A live stack by name or id (a deleted one only by id), within `project` if given. One
+    /// of another project is not found, exactly as a missing one (its existence is not
+    /// leaked); a name live in several projects, looked up across projects, is ambiguous.
+    pub async fn find_stack_in(&self, project: Option<&str>, name_or_id: &str) -> Result<StackRow> {
         let q = AssertSqlSafe(format!(
-            "SELECT {STACK_COLUMNS} FROM stacks WHERE (name = $1 AND deleted_at IS NULL) OR id = $1 ORDER BY deleted_at DESC LIMIT 1"
+            "SELECT {STACK_COLUMNS} FROM stacks
+             WHERE ((name = $1 AND deleted_at IS NULL) OR id = $1) AND (project = $2 OR $3 = 1)
+             ORDER BY CASE WHEN id = $1 THEN 0 ELSE 1 END LIMIT 3"
         ));
-        match sqlx::query(q)
+        let rows = sqlx::query(q)
             .bind(name_or_id)
-            .fetch_optional(&self.pool)
-            .await?
-        {
-            Some(row) => stack_row(&row),
-            None => Err(StoreError::StackNotFound(name_or_id.to_string())),
+            .bind(project.unwrap_or(""))
+            .bind(project.is_none() as i64)
+            .fetch_all(&self.pool)
+            .await?;
+        let rows: Vec<StackRow> = rows.iter().map(stack_row).collect::<Result<_>>()?;
+        match rows.as_slice() {
+            [] => Err(StoreError::StackNotFound(name_or_id.to_string())),
+            [first, ..] if first.id == name_or_id => Ok(first.clone()),
+            [only] => Ok(only.clone()),
+            many => Err(StoreError::Ambiguous {
+                name: name_or_id.to_string(),
+                projects: many.iter().map(|r| r.project.clone()).collect(),
+            }),
         }
     }
 
@@ -776,12 +800,19 @@ impl Store {
         Ok(t)
     }
 
-    /// Live stacks, oldest first.
+    /// Live stacks, oldest first: all, or one project's.
     pub async fn list_stacks(&self) -> Result<Vec<StackRow>> {
+        self.list_stacks_in(None).await
+    }
+
+    pub async fn list_stacks_in(&self, project: Option<&str>) -> Result<Vec<StackRow>> {
         let q = AssertSqlSafe(format!(
-            "SELECT {STACK_COLUMNS} FROM stacks WHERE deleted_at IS NULL ORDER BY created_at, name"
+            "SELECT {STACK_COLUMNS} FROM stacks WHERE deleted_at IS NULL AND (project = $1 OR $2 = 1)
+             ORDER BY created_at, name"
         ));
         sqlx::query(q)
+            .bind(project.unwrap_or(""))
+            .bind(project.is_none() as i64)
             .fetch_all(&self.pool)
             .await?
             .iter()
@@ -845,12 +876,23 @@ impl Store {
 
     /// Events of a stack after `after` (an event id), oldest first.
     pub async fn events(&self, stack_id: &str, after: i64) -> Result<Vec<EventRow>> {
+        self.events_page(stack_id, after, i64::MAX).await
+    }
+
+    /// At most `limit` events of a stack after `after`, oldest first.
+    pub async fn events_page(
+        &self,
+        stack_id: &str,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<EventRow>> {
         let rows = sqlx::query(
             "SELECT id, resource, action, status, reason, physical_id, engine, at FROM events
-             WHERE stack_id = $1 AND id > $2 ORDER BY id",
+             WHERE stack_id = $1 AND id > $2 ORDER BY id LIMIT $3",
         )
         .bind(stack_id)
         .bind(after)
+        .bind(limit)
         .fetch_all(&self.pool)
         .await?;
         rows.iter()

@@ -63,7 +63,7 @@ pub trait Resolver {
 }
 
 /// A file's name (as shown in errors) and contents.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SourceFile {
     pub name: String,
     pub text: String,
