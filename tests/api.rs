@@ -394,40 +394,12 @@ async fn stack_routes(api: &Client) {
 
 /// The first `n` messages of an event stream, as (event name, JSON data).
 async fn stream(api: &Client, path: &str, n: usize) -> Vec<(String, Value)> {
-    let mut res = reqwest::Client::new()
-        .get(format!("{}{path}", api_base(api)))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    assert_eq!(res.headers()["content-type"], "text/event-stream");
-    let mut text = String::new();
+    let mut stream = api.stream(path, Duration::from_secs(60)).await;
     let mut out = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while out.len() < n {
-        let chunk = tokio::time::timeout_at(deadline, res.chunk())
-            .await
-            .expect("stream messages arrive")
-            .unwrap()
-            .expect("the stream stays open");
-        text.push_str(&String::from_utf8_lossy(&chunk));
-        while let Some(end) = text.find("\n\n") {
-            let message: String = text.drain(..end + 2).collect();
-            let field = |name: &str| {
-                message
-                    .lines()
-                    .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()))
-            };
-            if let (Some(event), Some(data)) = (field("event:"), field("data:")) {
-                out.push((event, serde_json::from_str(&data).unwrap()));
-            }
-        }
+        out.push(stream.next().await);
     }
     out
-}
-
-fn api_base(api: &Client) -> String {
-    api.base().to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -921,38 +893,14 @@ async fn two_api_and_two_engine_processes_serve_one_session_on_postgres() {
 
 /// The events of a stack's action from its stream, until a `stack` message says it ended.
 async fn follow_to_end(api: &Client, stack: &str) -> Vec<Value> {
-    let mut res = reqwest::Client::new()
-        .get(format!("{}/v1/stacks/{stack}/events/stream", api.base()))
-        .bearer_auth("session-token-0123456789")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
-    let (mut text, mut events) = (String::new(), Vec::new());
+    let path = format!("/v1/stacks/{stack}/events/stream");
+    let mut stream = api.stream(&path, Duration::from_secs(180)).await;
+    let mut events = Vec::new();
     loop {
-        let chunk = tokio::time::timeout_at(deadline, res.chunk())
-            .await
-            .expect("the stack's action ends within 180 s")
-            .unwrap()
-            .expect("the stream stays open");
-        text.push_str(&String::from_utf8_lossy(&chunk));
-        while let Some(end) = text.find("\n\n") {
-            let message: String = text.drain(..end + 2).collect();
-            let field = |name: &str| {
-                message
-                    .lines()
-                    .find_map(|l| l.strip_prefix(name).map(str::trim))
-            };
-            let (Some(kind), Some(data)) = (field("event:"), field("data:")) else {
-                continue;
-            };
-            let value: Value = serde_json::from_str(data).unwrap();
-            match kind {
-                "event" => events.push(value),
-                "stack" if value["status"] != "IN_PROGRESS" => return events,
-                _ => {}
-            }
+        match stream.next().await {
+            (kind, value) if kind == "event" => events.push(value),
+            (kind, value) if kind == "stack" && value["status"] != "IN_PROGRESS" => return events,
+            _ => {}
         }
     }
 }

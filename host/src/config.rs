@@ -547,6 +547,8 @@ impl Config {
                 "engine.maintenance_interval_ms",
                 self.engine.maintenance_interval_ms,
             ),
+            ("api.max_body_bytes", self.api.max_body_bytes),
+            ("api.events_page_size", self.api.events_page_size as u64),
         ] {
             if value == 0 {
                 return Err(format!("{key} must be greater than 0"));
@@ -558,11 +560,6 @@ impl Config {
                  must survive a late heartbeat",
                 self.engine.heartbeat_ms, self.engine.lease_ms
             ));
-        }
-        if self.api.max_body_bytes == 0 || self.api.events_page_size == 0 {
-            return Err(
-                "api.max_body_bytes and api.events_page_size must be greater than 0".into(),
-            );
         }
         for (i, t) in self.api.tokens.iter().enumerate() {
             t.check(&format!("api.tokens[{i}]"))?;

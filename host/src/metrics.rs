@@ -364,25 +364,20 @@ pub fn sample(rendered: &str, series: &str) -> Option<f64> {
 /// The content type of `render`'s text.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// `GET /metrics` of this process's own metrics, for an engine's listener
-/// (`engine.metrics_listen`); the database gauges are left out (see `router_with_store`).
-pub fn router() -> axum::Router {
-    axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(|| async {
-            ([(axum::http::header::CONTENT_TYPE, CONTENT_TYPE)], render())
-        }),
-    )
+/// The answer to a scrape: the database gauges refreshed, then every metric as text.
+pub async fn scrape(
+    store: &crate::store::Store,
+) -> ([(axum::http::HeaderName, &'static str); 1], String) {
+    refresh_from_store(store).await;
+    ([(axum::http::header::CONTENT_TYPE, CONTENT_TYPE)], render())
 }
 
-/// `GET /metrics` with the database gauges refreshed at each scrape.
-pub fn router_with_store(store: crate::store::Store) -> axum::Router {
+/// `GET /metrics`, for an engine's own listener (`engine.metrics_listen`); the API serves
+/// `scrape` at the same path.
+pub fn router(store: crate::store::Store) -> axum::Router {
     axum::Router::new().route(
         "/metrics",
-        axum::routing::get(move || async move {
-            refresh_from_store(&store).await;
-            ([(axum::http::header::CONTENT_TYPE, CONTENT_TYPE)], render())
-        }),
+        axum::routing::get(move || async move { scrape(&store).await }),
     )
 }
 

@@ -110,6 +110,40 @@ impl Reply {
     }
 }
 
+/// An open server-sent event stream.
+pub struct EventStream {
+    res: reqwest::Response,
+    /// What arrived and is not a whole message yet.
+    text: String,
+    deadline: tokio::time::Instant,
+    within: Duration,
+}
+
+impl EventStream {
+    /// The next message that has data, as (event name, JSON data).
+    pub async fn next(&mut self) -> (String, Value) {
+        loop {
+            while let Some(end) = self.text.find("\n\n") {
+                let message: String = self.text.drain(..end + 2).collect();
+                let field = |name: &str| {
+                    message
+                        .lines()
+                        .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()))
+                };
+                if let (Some(event), Some(data)) = (field("event:"), field("data:")) {
+                    return (event, serde_json::from_str(&data).unwrap());
+                }
+            }
+            let chunk = tokio::time::timeout_at(self.deadline, self.res.chunk())
+                .await
+                .unwrap_or_else(|_| panic!("stream messages arrive within {:?}", self.within))
+                .unwrap()
+                .expect("the stream stays open");
+            self.text.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Client {
     base: String,
@@ -182,6 +216,24 @@ impl Client {
             .expect(status)
             .code()
             .to_string()
+    }
+
+    /// Opens an event stream (it must answer 200 `text/event-stream`); its messages must
+    /// come `within` this time from now.
+    pub async fn stream(&self, path: &str, within: Duration) -> EventStream {
+        let mut req = self.http.get(format!("{}{path}", self.base));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        let res = req.send().await.expect("the API answers");
+        assert_eq!(res.status(), 200, "{path}");
+        assert_eq!(res.headers()["content-type"], "text/event-stream");
+        EventStream {
+            res,
+            text: String::new(),
+            deadline: tokio::time::Instant::now() + within,
+            within,
+        }
     }
 
     /// `POST /v1/stacks` of a template's text; the reply as it came.

@@ -38,12 +38,8 @@ pub async fn readyz(State(s): State<AppState>) -> Result<Reply<Value>, ApiError>
 }
 
 /// Every metric of this process, with the queue and engine gauges read from the database now.
-pub async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
-    crate::metrics::refresh_from_store(s.service.store()).await;
-    (
-        [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-        crate::metrics::render(),
-    )
+pub async fn metrics(State(s): State<AppState>) -> impl IntoResponse + use<> {
+    crate::metrics::scrape(s.service.store()).await
 }
 
 pub async fn openapi() -> impl IntoResponse {

@@ -32,6 +32,14 @@ pub enum Needs {
     Plugins,
 }
 
+/// The actions that take no options (`Backend::act`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Act {
+    Resume,
+    Check,
+    Delete,
+}
+
 /// Where `kiln` talks to: the server named by `--url`, else the configured database.
 pub struct Target {
     pub url: Option<String>,
@@ -113,21 +121,27 @@ impl Backend {
         }
     }
 
-    /// `resume`, `check` or `delete`.
-    pub async fn act(&self, stack: &str, action: &str) -> Result<StackRow> {
-        match self {
-            Backend::Local { service, caller } => match action {
-                "resume" => service.resume(caller, stack).await,
-                "check" => service.check(caller, stack).await,
-                "delete" => service.delete(caller, stack).await,
-                other => unreachable!("no action {other}"),
-            },
-            Backend::Remote(c) if action == "delete" => {
+    /// Starts an action that takes no options.
+    pub async fn act(&self, stack: &str, action: Act) -> Result<StackRow> {
+        match (self, action) {
+            (Backend::Local { service, caller }, Act::Resume) => {
+                service.resume(caller, stack).await
+            }
+            (Backend::Local { service, caller }, Act::Check) => service.check(caller, stack).await,
+            (Backend::Local { service, caller }, Act::Delete) => {
+                service.delete(caller, stack).await
+            }
+            (Backend::Remote(c), Act::Delete) => {
                 c.send("DELETE", &["stacks", stack], None, Some("stack"))
                     .await
             }
-            Backend::Remote(c) => {
-                c.send("POST", &["stacks", stack, action], None, Some("stack"))
+            (Backend::Remote(c), Act::Resume | Act::Check) => {
+                let verb = if action == Act::Resume {
+                    "resume"
+                } else {
+                    "check"
+                };
+                c.send("POST", &["stacks", stack, verb], None, Some("stack"))
                     .await
             }
         }

@@ -57,7 +57,7 @@ pub async fn serve(config: &Config) -> Result<(), Failure> {
             eprintln!("metrics on http://{bound}/metrics");
             let store = engine.store().clone();
             Some(tokio::spawn(async move {
-                let _ = axum::serve(listener, crate::metrics::router_with_store(store)).await;
+                let _ = axum::serve(listener, crate::metrics::router(store)).await;
             }))
         }
         None => None,

@@ -12,7 +12,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
-use super::backend::{Backend, Needs, Target};
+use super::backend::{Act, Backend, Needs, Target};
 use super::plugin::plugin_set_failure;
 use super::table::render;
 use super::validate::{TemplateArgs, key_value};
@@ -284,15 +284,15 @@ pub async fn run_stack(cmd: StackCommand, config: &Config, target: &Target) -> R
             no_wait,
             format,
         } => {
-            let row = b.act(&name, "resume").await.map_err(api_failure)?;
+            let row = b.act(&name, Act::Resume).await.map_err(api_failure)?;
             after_start(b, &row, no_wait, format).await
         }
         StackCommand::Delete { name, no_wait } => {
-            let row = b.act(&name, "delete").await.map_err(api_failure)?;
+            let row = b.act(&name, Act::Delete).await.map_err(api_failure)?;
             wait_unless(b, &row, no_wait).await
         }
         StackCommand::Check { name, no_wait } => {
-            let row = b.act(&name, "check").await.map_err(api_failure)?;
+            let row = b.act(&name, Act::Check).await.map_err(api_failure)?;
             wait_unless(b, &row, no_wait).await
         }
         StackCommand::Cancel { name, no_rollback } => {

@@ -547,6 +547,11 @@ impl Store {
     /// long as the traversal runs and (unless the stack's `on_failure` is `continue`) nothing
     /// in it failed. Returns how many jobs it made. In an update a prerequisite is done whatever it
     /// needed (created, updated, replaced, or found unchanged).
+    ///
+    /// Several candidates are scheduled in one transaction: their jobs appear together, so
+    /// workers cannot drain the first ones and end the traversal (`try_finish_traversal` sees
+    /// no job and a failure) before the rest exist, as they could while an update's first
+    /// jobs went in one statement at a time.
     pub async fn schedule_ready(
         &self,
         stack_id: &str,
@@ -556,6 +561,15 @@ impl Store {
     ) -> Result<u64> {
         let action = action_of(operation);
         let mut made = 0;
+        // One candidate (a finished job's one dependent, say) needs no transaction of its own.
+        // Several go in name order, so that two transactions never wait on each other's keys.
+        let mut candidates: Vec<&Candidate<'_>> = candidates.iter().collect();
+        candidates.sort_by_key(|c| c.name);
+        let mut tx = if candidates.len() > 1 {
+            Some(self.begin().await?)
+        } else {
+            None
+        };
         for c in candidates {
             let list: Vec<String> = (0..c.after.len()).map(|i| format!("${}", i + 6)).collect();
             let prerequisites = if c.after.is_empty() {
@@ -589,7 +603,14 @@ impl Store {
             for a in c.after {
                 query = query.bind(a.as_str());
             }
-            made += query.execute(&self.pool).await?.rows_affected();
+            made += match tx.as_mut() {
+                Some(tx) => query.execute(&mut **tx).await?,
+                None => query.execute(&self.pool).await?,
+            }
+            .rows_affected();
+        }
+        if let Some(tx) = tx {
+            tx.commit().await?;
         }
         if made > 0 {
             self.notify_jobs().await?;
