@@ -2,8 +2,9 @@
 //! and its structured logs (every job's lines carry the stack and the traversal), on both
 //! backends, with real plugins and a real `kiln engine` process.
 //!
-//! Metrics are process-wide and the tests of this binary run in parallel: counters are checked
-//! by how much they grew, never by their value. Only `the_queue_gauges_are_read_from_the_database`
+//! Metrics are process-wide and the tests of this binary run in parallel: the tests that count
+//! take [`COUNTING`] first, so that no other test's work lands in their counters, and then
+//! check by exactly how much each counter grew. Only `the_queue_gauges_are_read_from_the_database`
 //! refreshes the database gauges, so it may check their values.
 
 mod support;
@@ -22,6 +23,10 @@ use support::procs::{Cluster, Settings, wait_for};
 use support::stacks::{create, run, settle};
 
 const SHORT: Duration = Duration::from_secs(60);
+
+/// Held by every test that counts jobs, calls or requests in this process's metrics (a test
+/// that only moves jobs through the store, or works in another process, need not take it).
+static COUNTING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const LONG: Duration = Duration::from_secs(180);
 
 async fn plugins() -> Arc<PluginSet> {
@@ -81,6 +86,7 @@ resources:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_and_plugin_calls_are_counted_by_operation_and_type() {
+    let _counting = COUNTING.lock().await;
     for db in backends().await {
         let running = run(&engine(&db.url, plugins().await).await);
         let store = running.engine.store().clone();
@@ -96,19 +102,18 @@ async fn jobs_and_plugin_calls_are_counted_by_operation_and_type() {
             "{}: {}",
             db.name, done.status_reason
         );
-        assert!(jobs("claimed", "create") >= claimed + 3.0, "{}", db.name);
-        assert!(
-            jobs("completed", "create") >= completed + 3.0,
+        // One claim, one completion and one call per resource, no more.
+        assert_eq!(jobs("claimed", "create"), claimed + 3.0, "{}", db.name);
+        assert_eq!(jobs("completed", "create"), completed + 3.0, "{}", db.name);
+        assert_eq!(
+            calls(TEST, "create", "ok"),
+            test_creates + 2.0,
             "{}",
             db.name
         );
-        assert!(
-            calls(TEST, "create", "ok") >= test_creates + 2.0,
-            "{}",
-            db.name
-        );
-        assert!(
-            calls(NONE, "create", "ok") >= none_creates + 1.0,
+        assert_eq!(
+            calls(NONE, "create", "ok"),
+            none_creates + 1.0,
             "{}",
             db.name
         );
@@ -122,9 +127,10 @@ async fn jobs_and_plugin_calls_are_counted_by_operation_and_type() {
             "{}: {}",
             db.name, gone.status_reason
         );
-        assert!(jobs("completed", "delete") >= deleted + 3.0, "{}", db.name);
-        assert!(
-            calls(TEST, "delete", "ok") >= test_deletes + 2.0,
+        assert_eq!(jobs("completed", "delete"), deleted + 3.0, "{}", db.name);
+        assert_eq!(
+            calls(TEST, "delete", "ok"),
+            test_deletes + 2.0,
             "{}",
             db.name
         );
@@ -160,6 +166,7 @@ async fn jobs_and_plugin_calls_are_counted_by_operation_and_type() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resource_that_fails_for_good_counts_a_failed_job() {
+    let _counting = COUNTING.lock().await;
     for db in backends().await {
         let running = run(&engine(&db.url, plugins().await).await);
         let store = running.engine.store().clone();
@@ -169,12 +176,9 @@ async fn a_resource_that_fails_for_good_counts_a_failed_job() {
         let row = create(&running.engine, "broken", BROKEN).await;
         let done = settle(&store, &row.id).await;
         assert_eq!(done.status, "FAILED", "{}: {}", db.name, done.status_reason);
-        assert!(jobs("failed", "create") >= failed + 1.0, "{}", db.name);
-        assert!(
-            calls(TEST, "create", "error") >= errors + 1.0,
-            "{}",
-            db.name
-        );
+        // A fatal error is not retried: one call, one failed job.
+        assert_eq!(jobs("failed", "create"), failed + 1.0, "{}", db.name);
+        assert_eq!(calls(TEST, "create", "error"), errors + 1.0, "{}", db.name);
         running.shutdown().await;
         db.cleanup().await;
     }
@@ -223,7 +227,12 @@ async fn the_queue_gauges_are_read_from_the_database() {
             "{}",
             db.name
         );
-        assert!(queue.oldest_due_age_ms >= 0, "{}", db.name);
+        // The oldest due job was made just now, and ages on the database's clock.
+        assert!(
+            queue.oldest_due_age_ms < SHORT.as_millis() as i64,
+            "{}: {queue:?}",
+            db.name
+        );
         wait_for(SHORT, "the oldest due job to age", async || {
             let (queue, _) = gauges(&store).await;
             (queue.oldest_due_age_ms > 0).then_some(())
@@ -265,21 +274,34 @@ async fn the_queue_gauges_are_read_from_the_database() {
     }
 }
 
-#[test]
-fn api_requests_are_counted_by_method_route_and_status() {
-    let series =
-        "kiln_http_requests_total{method=\"GET\",route=\"/v1/stacks/{stack}\",status=\"404\"}";
-    let before = value(series);
-    metrics::observe_http("GET", "/v1/stacks/{stack}", 404, 0.003);
-    assert_eq!(value(series), before + 1.0);
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_requests_are_counted_by_method_route_and_status() {
+    let _counting = COUNTING.lock().await;
+    let db = backends().await.remove(0);
+    let api = support::api::ApiServer::start(&db.url, vec![], 1 << 20).await;
+    let client = api.client(None);
+    let series = |status: u16| {
+        format!(
+            "kiln_http_requests_total{{method=\"GET\",route=\"/v1/stacks/{{stack}}\",status=\"{status}\"}}"
+        )
+    };
     let count = "kiln_http_request_duration_seconds_count{method=\"GET\",route=\"/v1/stacks/{stack}\",status=\"404\"}";
-    assert!(value(count) >= 1.0);
+    let (missing, timed) = (value(&series(404)), value(count));
+    // Two requests for stacks that do not exist, by different names: one route, one series.
+    client.get("/v1/stacks/nowhere").await.expect(404);
+    client.get("/v1/stacks/elsewhere").await.expect(404);
+    assert_eq!(value(&series(404)), missing + 2.0);
+    assert_eq!(value(count), timed + 2.0);
+    // Counted by the route template: the stack's name never becomes a label.
     let text = metrics::render();
+    assert!(!text.contains("nowhere"), "{text}");
     assert!(text.contains("# HELP kiln_http_requests "), "{text}");
     assert!(
         text.contains("# HELP kiln_http_request_duration_seconds "),
         "{text}"
     );
+    api.shutdown().await;
+    db.cleanup().await;
 }
 
 /// The JSON log lines of a `kiln engine`'s stderr (it also prints plain lines at start).

@@ -25,17 +25,19 @@ const LONG: Duration = Duration::from_secs(240);
 /// For a process to start, stop or show a state.
 const SHORT: Duration = Duration::from_secs(60);
 
-/// The PostgreSQL test database; `None`, saying so, when there is none (backends() itself
-/// panics under CI=1 when KILN_TEST_DATABASE_URL is missing).
+/// The PostgreSQL test database; `None`, recording the skip (support::skip), when there is none
+/// (under CI, where KILN_TEST_DATABASE_URL must be set, that panics instead).
 async fn postgres() -> Option<TestDb> {
+    if std::env::var_os("KILN_TEST_DATABASE_URL").is_none() {
+        support::skip::skipped("needs PostgreSQL: KILN_TEST_DATABASE_URL is not set");
+        return None;
+    }
     let db = backends()
         .await
         .into_iter()
-        .find(|db| db.name == "postgres");
-    if db.is_none() {
-        println!("SKIPPED: needs PostgreSQL");
-    }
-    db
+        .find(|db| db.name == "postgres")
+        .expect("KILN_TEST_DATABASE_URL is set: a PostgreSQL backend");
+    Some(db)
 }
 
 /// A fault server that injects no faults, only a latency per request: calls that wait on the
@@ -81,12 +83,33 @@ async fn events(store: &Store, name: &str) -> Vec<EventRow> {
     store.events(&row.id, 0).await.unwrap()
 }
 
-/// Resource -> the engine that wrote its CREATE COMPLETE event.
-fn completed(events: &[EventRow]) -> BTreeMap<String, String> {
-    events
+/// Resource -> the engines that wrote a CREATE COMPLETE event for it, one entry per event (so a
+/// duplicate COMPLETE shows as a second entry, not hidden by a map).
+fn completed(events: &[EventRow]) -> BTreeMap<String, Vec<String>> {
+    let mut done: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for e in events
         .iter()
         .filter(|e| e.action == "CREATE" && e.status == "COMPLETE")
-        .filter_map(|e| Some((e.resource.clone()?, e.engine.clone().unwrap_or_default())))
+    {
+        if let Some(r) = &e.resource {
+            done.entry(r.clone())
+                .or_default()
+                .push(e.engine.clone().unwrap_or_default());
+        }
+    }
+    done
+}
+
+/// Resource -> the engine that completed it, asserting that each was completed exactly once.
+fn completed_once(events: &[EventRow]) -> BTreeMap<String, String> {
+    let done = completed(events);
+    let twice: Vec<_> = done.iter().filter(|(_, by)| by.len() != 1).collect();
+    assert!(
+        twice.is_empty(),
+        "resources with more than one CREATE COMPLETE event: {twice:?}"
+    );
+    done.into_iter()
+        .map(|(r, mut by)| (r, by.remove(0)))
         .collect()
 }
 
@@ -155,21 +178,110 @@ async fn pg_sessions(db_url: &str) -> String {
         .collect()
 }
 
-/// Every create made exactly one object: `n` objects, `n` keys that created one each, none
-/// that created two.
-fn assert_each_object_once(cloud: &FaultServerHandle, n: usize) {
+/// The resource an idempotency key belongs to: keys are `{stack_id}/{resource}/{phase}/{traversal}`
+/// (the engine's `context`).
+fn resource_of(key: &str) -> &str {
+    let mut parts = key.rsplitn(4, '/');
+    let (_traversal, _phase, resource) = (parts.next(), parts.next(), parts.next());
+    resource.unwrap_or_else(|| panic!("not an idempotency key of a job: {key:?}"))
+}
+
+/// Every create ran exactly once, judged by what the engines did, not only by what the cloud
+/// kept (the fault server replays a repeated key, so its object count cannot see two engines
+/// running one job with the same key: a fencing failure it would hide).
+///
+/// - The cloud: `n` objects and `n` keys, one per resource, each of which created one object;
+///   every key POSTed once, except the keys of the jobs `victim` held when it was killed or
+///   paused (claimed, not completed), which the engine that took the job over sends again with
+///   the same key.
+/// - The events, per resource: one CREATE COMPLETE, and one IN_PROGRESS (the claim); for a
+///   job the victim held, its claim and one claim by the engine that took the job over (which
+///   completed it), and at most one RESCUED (the leader freed the job; a worker may also claim
+///   it straight after its lease ran out, with no RESCUED). No other resource was rescued.
+///   These stacks inject no faults, so no job is retried.
+fn assert_exactly_once(
+    cloud: &FaultServerHandle,
+    events: &[EventRow],
+    n: usize,
+    victim: Option<&str>,
+) {
     let stats = cloud.stats();
-    let keys = cloud.keys();
-    let twice: Vec<_> = keys.iter().filter(|(_, s)| s.created > 1).collect();
+    let held = victim.map_or_else(BTreeSet::new, |v| claimed_not_finished(events, v));
+
+    // The cloud: POSTs per key, keys per resource, objects per key.
+    let mut posts: BTreeMap<String, usize> = BTreeMap::new();
+    for r in cloud.requests().into_iter().filter(|r| r.method == "POST") {
+        let key = r
+            .idempotency_key
+            .clone()
+            .unwrap_or_else(|| panic!("a POST without an idempotency key: {r:?}"));
+        *posts.entry(key).or_default() += 1;
+    }
+    let mut keys_of: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for key in posts.keys() {
+        keys_of.entry(resource_of(key)).or_default().push(key);
+    }
+    let several: Vec<_> = keys_of.iter().filter(|(_, k)| k.len() != 1).collect();
     assert!(
-        twice.is_empty(),
-        "keys that created twice: {twice:?}\n{stats}"
+        several.is_empty(),
+        "resources created under more than one key: {several:?}\n{stats}"
     );
-    assert_eq!(cloud.object_count(), n, "{stats}");
+    assert_eq!(keys_of.len(), n, "resources POSTed\n{stats}");
+    let repeated: Vec<_> = posts
+        .iter()
+        .filter(|(k, p)| **p > 1 && !held.contains(resource_of(k)))
+        .collect();
+    assert!(
+        repeated.is_empty(),
+        "keys POSTed more than once (two runs of one job), none of them a job that an engine \
+         killed or paused held (victim {victim:?} held {held:?}): {repeated:?}\n{stats}"
+    );
+    // Each of the n keys made one object (the server replays a repeated key).
     assert_eq!(
-        keys.values().filter(|s| s.created == 1).count(),
+        cloud.keys().values().filter(|s| s.created == 1).count(),
         n,
         "{stats}"
+    );
+    assert_eq!(cloud.object_count(), n, "{stats}");
+
+    // The events: claims, rescues and completions per resource.
+    #[derive(Debug, Default)]
+    struct Seen<'a> {
+        claims: Vec<&'a str>,
+        rescued: usize,
+        completed: Vec<&'a str>,
+    }
+    let mut seen: BTreeMap<&str, Seen<'_>> = BTreeMap::new();
+    for e in events.iter().filter(|e| e.action == "CREATE") {
+        let Some(r) = e.resource.as_deref() else {
+            continue;
+        };
+        let s = seen.entry(r).or_default();
+        let by = e.engine.as_deref().unwrap_or_default();
+        match e.status.as_str() {
+            "IN_PROGRESS" => s.claims.push(by),
+            "RESCUED" => s.rescued += 1,
+            "COMPLETE" => s.completed.push(by),
+            _ => {}
+        }
+    }
+    assert_eq!(seen.len(), n, "resources with CREATE events");
+    let once = |r: &str, s: &Seen<'_>| -> bool {
+        if !held.contains(r) {
+            return s.claims.len() == 1 && s.rescued == 0 && s.completed.len() == 1;
+        }
+        let theirs = s.claims.iter().filter(|by| Some(**by) == victim).count();
+        theirs == 1
+            && s.claims.len() == 2
+            && s.rescued <= 1
+            && s.completed.len() == 1
+            && Some(s.completed[0]) != victim
+    };
+    let wrong: Vec<_> = seen.iter().filter(|(r, s)| !once(r, s)).collect();
+    assert!(
+        wrong.is_empty(),
+        "resources not claimed and completed exactly once (IN_PROGRESS by, RESCUED, COMPLETE \
+         by; {victim:?} held {held:?}): {wrong:?}"
     );
 }
 
@@ -209,7 +321,7 @@ fn assert_taken_over(events: &[EventRow], engine: &str) {
         !lost.is_empty(),
         "engine {engine} had jobs in flight, so some resource it claimed was finished by another"
     );
-    let done = completed(events);
+    let done = completed_once(events);
     for r in &lost {
         let by = done.get(r).map(String::as_str);
         assert!(
@@ -232,7 +344,8 @@ async fn three_engines_share_one_stack() {
     let end = settle(&store, &db.url, "shared").await;
     assert_eq!(end.status, "COMPLETE", "{}", end.status_reason);
 
-    let done = completed(&events(&store, "shared").await);
+    let events = events(&store, "shared").await;
+    let done = completed_once(&events);
     assert_eq!(done.len(), 300);
     let mut per_engine: BTreeMap<&str, usize> = BTreeMap::new();
     for engine in done.values() {
@@ -247,7 +360,8 @@ async fn three_engines_share_one_stack() {
             "{id} created only {n} of 300 resources: {per_engine:?}"
         );
     }
-    assert_each_object_once(&cloud, 300);
+    // No engine died: every job ran once.
+    assert_exactly_once(&cloud, &events, 300, None);
     cluster.shutdown().await;
     db.cleanup().await;
 }
@@ -281,8 +395,9 @@ async fn sigkill_mid_stack(db: &TestDb) {
 
     let end = settle(&store, &db.url, "killed").await;
     assert_eq!(end.status, "COMPLETE", "{}", end.status_reason);
-    assert_each_object_once(&cloud, 300);
-    assert_taken_over(&events(&store, "killed").await, &info.id);
+    let events = events(&store, "killed").await;
+    assert_exactly_once(&cloud, &events, 300, Some(&info.id));
+    assert_taken_over(&events, &info.id);
     // The registry tells the truth: dead, holding nothing any more.
     let dead = cluster.wait_status(victim, "dead", SHORT).await;
     assert_eq!((dead.jobs_in_flight, dead.locks_held), (0, 0), "{dead:?}");
@@ -301,9 +416,10 @@ async fn a_paused_engine_cannot_write_after_takeover() {
     submit(&cluster, "paused", &http_stack(300, &cloud.url("items"))).await;
     wait_completed(&store, "paused", 30).await;
     // Freeze the busiest engine. It may freeze between jobs, or inside a claim that the server
-    // then rolls back; what counts is what it holds once frozen (committed leases), so retry
-    // until it holds something.
-    let (victim, info, held, t_stop) = loop {
+    // then rolls back; what counts is what it holds once frozen (committed leases) and which
+    // of those calls it had already made (the cloud answered their POST), so retry until it
+    // holds a job whose call was made: that job's result is a write it must come back to.
+    let (victim, info, held, called, t_stop) = loop {
         let (victim, info) = busiest(&cluster).await;
         cluster.engines[victim].pause();
         // Statements it had already sent when it froze may still land just after this;
@@ -312,9 +428,21 @@ async fn a_paused_engine_cannot_write_after_takeover() {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let t_stop = store.now_ms().await.unwrap();
         let held = held_jobs(&db.url, &info.id).await;
-        if !held.is_empty() {
-            eprintln!("SIGSTOP {} holding {held:?}", info.id);
-            break (victim, info, held, t_stop);
+        // No other engine has had these jobs (the leases are the victim's, unexpired), so a
+        // POST under their key is the victim's own call.
+        let posted: BTreeSet<String> = cloud
+            .requests()
+            .iter()
+            .filter(|r| r.method == "POST")
+            .filter_map(|r| Some(resource_of(r.idempotency_key.as_deref()?).to_string()))
+            .collect();
+        let called: BTreeSet<String> = held.intersection(&posted).cloned().collect();
+        if !called.is_empty() {
+            eprintln!(
+                "SIGSTOP {} holding {held:?}, with the calls of {called:?} made",
+                info.id
+            );
+            break (victim, info, held, called, t_stop);
         }
         cluster.engines[victim].resume();
     };
@@ -322,20 +450,39 @@ async fn a_paused_engine_cannot_write_after_takeover() {
     let end = settle(&store, &db.url, "paused").await;
     assert_eq!(end.status, "COMPLETE", "{}", end.status_reason);
 
+    let log_from = cluster.engines[victim].log_text().len();
     cluster.engines[victim].resume();
-    wait_for_late_writes(&cluster, victim, &settings).await;
+    let late_events = async || -> Vec<EventRow> {
+        events(&store, "paused")
+            .await
+            .into_iter()
+            .filter(|e| e.engine.as_deref() == Some(info.id.as_str()) && e.at > t_stop)
+            .collect()
+    };
+    wait_for_late_writes(&cluster, victim, log_from, called.len(), async || {
+        !late_events().await.is_empty()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(settings.heartbeat_ms * 4)).await;
 
-    let events = events(&store, "paused").await;
-    let late: Vec<&EventRow> = events
-        .iter()
-        .filter(|e| e.engine.as_deref() == Some(info.id.as_str()) && e.at > t_stop)
-        .collect();
+    let late = late_events().await;
     assert!(
         late.is_empty(),
         "writes of the paused engine landed: {late:?}"
     );
+    // The frozen calls' results came back and the store refused every write of them: the
+    // refusal is the store's (new tokens), not the engine's own judgement of its lease.
+    let refused = refused_writes(&cluster.engines[victim].log_text(), log_from);
+    assert!(
+        refused >= called.len(),
+        "the resumed {} made {} calls before SIGSTOP ({called:?}) but had only {refused} writes \
+         refused (`dropping its result`)",
+        info.id,
+        called.len()
+    );
+    let events = events(&store, "paused").await;
     // Each job it held when it froze was finished by another engine.
-    let done = completed(&events);
+    let done = completed_once(&events);
     for r in &held {
         let by = done.get(r).map(String::as_str);
         assert!(
@@ -344,7 +491,7 @@ async fn a_paused_engine_cannot_write_after_takeover() {
             info.id
         );
     }
-    assert_each_object_once(&cloud, 300);
+    assert_exactly_once(&cloud, &events, 300, Some(&info.id));
     cluster.shutdown().await;
     db.cleanup().await;
 }
@@ -361,35 +508,40 @@ async fn held_jobs(db_url: &str, engine: &str) -> BTreeSet<String> {
     rows.into_iter().map(|(r,)| r).collect()
 }
 
-/// After SIGCONT, gives the resumed engine its chance to write what it was doing: until it logs
-/// that it is dropping a result (its write was refused), or, failing that, until its heartbeat
-/// shows it running again. Then a short window for any other late write to (not) land.
-async fn wait_for_late_writes(cluster: &Cluster, i: usize, settings: &Settings) {
+/// How many of the writes an engine attempted were refused because another engine had taken
+/// the job over, by its log (from byte `from`): `dropping its result` when the refused write
+/// was the job's result; `lost the lease on job` when it was the record of an error (its
+/// session, frozen inside a transaction, was ended by the server meanwhile). One per job.
+fn refused_writes(log: &str, from: usize) -> usize {
+    log.get(from..)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("dropping its result") || l.contains("lost the lease on job"))
+        .count()
+}
+
+/// After SIGCONT, the resumed engine comes back to the `called` jobs whose calls it had made
+/// before it froze and tries to write their results: waits until each write was refused (the
+/// engine says so in its log, from byte `log_from`), or until `landed` says a late write got
+/// through (the caller reports which). An engine that never gets to its writes proves nothing
+/// about them, so there is no other way out than the deadline.
+async fn wait_for_late_writes(
+    cluster: &Cluster,
+    i: usize,
+    log_from: usize,
+    called: usize,
+    mut landed: impl AsyncFnMut() -> bool,
+) {
     let e = &cluster.engines[i];
-    let dropped = tokio::time::timeout(
-        Duration::from_secs(30),
-        wait_until(LONG, "a dropped result", async || {
-            e.log_text().contains("dropping its result")
-        }),
-    )
-    .await
-    .is_ok();
-    if !dropped {
-        eprintln!(
-            "NOTE: {} never logged `dropping its result`; waiting for its heartbeat instead",
-            e.label
-        );
-        let what = format!("{} to heartbeat again after SIGCONT", e.label);
-        wait_until(SHORT, &what, async || {
-            cluster
-                .engine_list()
-                .await
-                .iter()
-                .any(|x| x.id == e.id && x.heartbeat_age_ms < settings.heartbeat_ms as i64 * 2)
-        })
-        .await;
-    }
-    tokio::time::sleep(Duration::from_millis(settings.heartbeat_ms * 4)).await;
+    let what = format!(
+        "{} to have its writes for the {called} calls it made before SIGSTOP refused \
+         (`dropping its result` in its log), or to land",
+        e.label
+    );
+    wait_until(LONG, &what, async || {
+        refused_writes(&e.log_text(), log_from) >= called || landed().await
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -566,7 +718,307 @@ async fn leader_failover_never_two_leaders() {
     assert!(cluster.index_of(&third.holder).is_some(), "{third:?}");
     assert_one_leader_at_a_time(store.leader_terms().await.unwrap());
     cluster.shutdown().await;
+
+    // The lease table cannot show an old leader acting on: its own UPDATE is what enforces the
+    // rule. A leader paused past its lease, and woken up, is what must do nothing.
+    a_woken_leader_does_no_leader_work(&db, &store).await;
     db.cleanup().await;
+}
+
+/// Libpq's PGAPPNAME, which sqlx reads: the sessions of the engine started with it carry this
+/// `application_name`, so that `pg_stat_activity` tells them apart.
+const OLD_LEADER_APP: &str = "kiln-old-leader";
+
+/// The statement with which maintenance times out an overdue action (`time_out_actions`, not
+/// fenced: any engine may end an overdue action). A round reaches it after `take_over_locks`.
+const TIME_OUT_STATEMENT: &str = "UPDATE stacks SET cancel_requested_at";
+
+/// A leader frozen (SIGSTOP) past its lease, while another engine took a new term, wakes up
+/// (SIGCONT) and runs a maintenance round with the term it still believes it holds; there is
+/// leader-only work for it to find (the stack lock of a killed CLI), and nobody else will do it
+/// first. The store must refuse it: no lock takeover, no rescue by the old leader outside a
+/// term it held.
+///
+/// So that the stale round happens, and is known to be over, whatever the timing:
+/// - the new leader is started with a maintenance round once an hour, so it never does the
+///   work itself;
+/// - an overdue action's stack row is locked by the test: each round waits there (in
+///   `time_out_actions`, after `take_over_locks`), so the old leader is frozen while waiting
+///   there (a known point, not halfway through a takeover), and, once woken, its next round
+///   waiting there again proves that round's `take_over_locks` is over and committed;
+/// - the leader row is locked by the test while the old leader wakes, so that it cannot learn
+///   at once that its term is over (its renewal waits): its next round runs with the stale
+///   term. (Engines' sessions give up on a lock after 5 s; all of this takes milliseconds.)
+async fn a_woken_leader_does_no_leader_work(db: &TestDb, store: &Store) {
+    let mut cluster = Cluster::new(&db.url, &Settings::default());
+    let old = cluster
+        .start_engine_with(&[("PGAPPNAME", OLD_LEADER_APP)])
+        .await;
+    let old_id = cluster.engines[old].id.clone();
+    let what = format!("{old_id}, the only engine, to lead");
+    wait_until(LONG, &what, async || {
+        store
+            .leader()
+            .await
+            .unwrap()
+            .is_some_and(|t| t.holder == old_id)
+    })
+    .await;
+    let next = cluster
+        .start_engine_with(&[("KILN_ENGINE__MAINTENANCE_INTERVAL_MS", "3600000")])
+        .await;
+    let next_id = cluster.engines[next].id.clone();
+    cluster.wait_status(next, "up", SHORT).await;
+
+    // A waiting CLI holds the lock of a stack that stays in progress (polled, nothing leased).
+    let path = cluster.write("orphaned.yaml", &slow_stack(2));
+    let mut cli = cluster
+        .command(&["stack", "create", "orphaned", "-t", &path])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let orphaned = wait_for(LONG, "the CLI to store its stack", async || {
+        store.find_stack("orphaned").await.ok()
+    })
+    .await;
+    let cli_id = wait_for(
+        LONG,
+        "the CLI's engine to hold the lock and be up",
+        async || {
+            let holder = lock_holder(&db.url, &orphaned.id).await?;
+            let list = cluster.engine_list().await;
+            list.iter()
+                .any(|e| e.id == holder && e.status == "up")
+                .then_some(holder)
+        },
+    )
+    .await;
+
+    // The overdue action: its one job is polled (due in ten minutes) before the deadline, so
+    // only maintenance can time it out; the test holds its row from before the deadline.
+    let path = cluster.write("overdue.yaml", &slow_stack(1));
+    let out = cluster
+        .kiln(&[
+            "stack",
+            "create",
+            "overdue",
+            "-t",
+            &path,
+            "--no-wait",
+            "--timeout",
+            "5s",
+        ])
+        .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let overdue = store.find_stack("overdue").await.unwrap();
+    let mut overdue_conn = connect(&db.url).await;
+    let mut overdue_row = overdue_conn.begin().await.unwrap();
+    let (cancel,): (Option<i64>,) =
+        sqlx::query_as("SELECT cancel_requested_at FROM stacks WHERE id = $1 FOR UPDATE")
+            .bind(&overdue.id)
+            .fetch_one(&mut *overdue_row)
+            .await
+            .unwrap();
+    assert_eq!(
+        cancel, None,
+        "the overdue stack was locked before its deadline"
+    );
+    wait_until(SHORT, "the overdue stack's job to be polling", async || {
+        polling(&db.url, &overdue.id).await
+    })
+    .await;
+
+    // Freeze the leader while its round waits for that row.
+    let waiting = loop {
+        let what = "the leader's maintenance round to wait for the overdue stack's row";
+        let waiting = wait_for(LONG, what, async || {
+            blocked_in(&db.url, OLD_LEADER_APP, TIME_OUT_STATEMENT).await
+        })
+        .await;
+        cluster.engines[old].pause();
+        if blocked_in(&db.url, OLD_LEADER_APP, TIME_OUT_STATEMENT).await == Some(waiting) {
+            // Still in the statement it was waiting in: that is where it is frozen.
+            break waiting;
+        }
+        // Its wait ran out just before the signal: the next round.
+        cluster.engines[old].resume();
+    };
+    // Then, at once (before the frozen leader's lease runs out, so that the CLI's engine does
+    // not become the leader), the CLI dies: its lock has a dead holder from now on, which the
+    // frozen leader has not seen, and which the new leader leaves alone.
+    // SAFETY: signals the child this test started.
+    assert_eq!(unsafe { libc::kill(cli.id() as i32, libc::SIGKILL) }, 0);
+    cli.wait().unwrap();
+    let what = "the frozen leader's wait to run out (its lock_timeout), failing that round";
+    wait_until(SHORT, what, async || {
+        blocked_in(&db.url, OLD_LEADER_APP, TIME_OUT_STATEMENT).await != Some(waiting)
+    })
+    .await;
+    let second = new_leader(store, &[&old_id]).await;
+    assert_eq!(second.holder, next_id, "the engine still running leads");
+    let what = format!("the CLI's engine {cli_id} to be dead");
+    wait_until(LONG, &what, async || {
+        let list = cluster.engine_list().await;
+        list.iter().any(|e| e.id == cli_id && e.status == "dead")
+    })
+    .await;
+    assert_eq!(
+        lock_holder(&db.url, &orphaned.id).await.as_deref(),
+        Some(cli_id.as_str()),
+        "nobody took the lock over yet: the new leader runs no round, the old one is frozen"
+    );
+
+    // Wake it, with the leader row held so that its renewal waits.
+    let mut leader_conn = connect(&db.url).await;
+    let mut leader_row = leader_conn.begin().await.unwrap();
+    sqlx::query("SELECT holder FROM leader WHERE name = 'maintenance' FOR UPDATE")
+        .fetch_all(&mut *leader_row)
+        .await
+        .unwrap();
+    let t_wake = store.now_ms().await.unwrap();
+    cluster.engines[old].resume();
+    let what = "the woken leader's next round to reach the overdue stack (past take_over_locks)";
+    let (_, reached) = wait_for(SHORT, what, async || {
+        blocked_in(&db.url, OLD_LEADER_APP, TIME_OUT_STATEMENT)
+            .await
+            .filter(|(_, started)| *started > t_wake)
+    })
+    .await;
+    eprintln!(
+        "{old_id} frozen in a round, woken {} ms after {next_id} began term {}; its next round \
+         passed take_over_locks within {} ms",
+        t_wake - second.acquired_at,
+        second.term,
+        reached - t_wake
+    );
+    leader_row.rollback().await.unwrap();
+    overdue_row.rollback().await.unwrap();
+
+    let leader_work = async || {
+        let mut all = events(store, "orphaned").await;
+        all.extend(events(store, "overdue").await);
+        all
+    };
+    assert_leader_work_in_terms(&leader_work().await, &store.leader_terms().await.unwrap());
+    assert_eq!(
+        lock_holder(&db.url, &orphaned.id).await.as_deref(),
+        Some(cli_id.as_str()),
+        "the woken leader took the lock over after its term"
+    );
+
+    // The new leader stops (SIGTERM: it resigns); the old one leads again, in a new term, and
+    // takes the lock over: the same work, done in a term.
+    cluster.engines[next].terminate();
+    let status = cluster.engines[next].wait_exit(SHORT).await;
+    assert!(status.success(), "{status}");
+    let third = new_leader(store, &[&next_id]).await;
+    assert_eq!(third.holder, old_id);
+    let what = format!("the lock of the CLI's engine {cli_id} to be taken over");
+    let taken = wait_for(LONG, &what, async || {
+        events(store, "orphaned").await.into_iter().find(|e| {
+            e.resource.is_none()
+                && e.reason
+                    .contains(&format!("stack lock taken over from {cli_id}"))
+        })
+    })
+    .await;
+    assert_eq!(taken.engine.as_deref(), Some(old_id.as_str()), "{taken:?}");
+    let terms = store.leader_terms().await.unwrap();
+    assert_leader_work_in_terms(&leader_work().await, &terms);
+    assert_one_leader_at_a_time(terms);
+    cluster.shutdown().await;
+}
+
+/// Leader-only work — a job freed after its lease ran out (RESCUED), a stack lock taken over —
+/// was done by each engine only within a term it held, on the database's clock: never by an
+/// old leader once a new term had begun.
+fn assert_leader_work_in_terms(events: &[EventRow], terms: &[LeaderTerm]) {
+    let outside: Vec<&EventRow> = events
+        .iter()
+        .filter(|e| {
+            e.status == "RESCUED"
+                || (e.resource.is_none() && e.reason.starts_with("stack lock taken over from "))
+        })
+        .filter(|e| {
+            !terms.iter().any(|t| {
+                e.engine.as_deref() == Some(t.holder.as_str())
+                    && t.acquired_at <= e.at
+                    && e.at <= t.expires_at
+            })
+        })
+        .collect();
+    assert!(
+        outside.is_empty(),
+        "leader-only work done outside a term of the engine that did it: {outside:?}\nterms: {terms:?}"
+    );
+}
+
+/// `n` `OS::Heat::TestResource`s whose create takes ten minutes: polled, holding no lease
+/// meanwhile, so the stack stays IN_PROGRESS.
+fn slow_stack(n: usize) -> String {
+    let mut text = String::from("heat_template_version: 2021-04-16\nresources:\n");
+    for i in 0..n {
+        text += &format!(
+            "  slow{i}:\n    type: OS::Heat::TestResource\n    properties: {{wait_secs: 600}}\n"
+        );
+    }
+    text
+}
+
+/// A connection of the test's own to the database, for what the store does not show (row
+/// locks, sessions).
+async fn connect(db_url: &str) -> sqlx::AnyConnection {
+    sqlx::any::install_default_drivers();
+    sqlx::AnyConnection::connect(db_url).await.unwrap()
+}
+
+/// The holder of the stack's lock, if it has one.
+async fn lock_holder(db_url: &str, stack_id: &str) -> Option<String> {
+    let mut conn = connect(db_url).await;
+    let row: Option<(String,)> =
+        sqlx::query_as("SELECT holder FROM stack_locks WHERE stack_id = $1")
+            .bind(stack_id)
+            .fetch_optional(&mut conn)
+            .await
+            .unwrap();
+    row.map(|(h,)| h)
+}
+
+/// Whether the stack's jobs are all polling: rescheduled (pending state), leased by nobody.
+async fn polling(db_url: &str, stack_id: &str) -> bool {
+    let mut conn = connect(db_url).await;
+    let (all, waiting): (i64, i64) = sqlx::query_as(
+        "SELECT COUNT(*), COUNT(*) FILTER (WHERE pending_state IS NOT NULL AND lease_owner IS NULL)
+         FROM jobs WHERE stack_id = $1",
+    )
+    .bind(stack_id)
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    all > 0 && waiting == all
+}
+
+/// The session of application `app` waiting for a lock in a statement that begins with
+/// `statement`: its pid, and when the statement started (ms, on the database's clock).
+async fn blocked_in(db_url: &str, app: &str, statement: &str) -> Option<(i64, i64)> {
+    let mut conn = connect(db_url).await;
+    sqlx::query_as(
+        "SELECT CAST(pid AS BIGINT), CAST(EXTRACT(EPOCH FROM query_start) * 1000 AS BIGINT)
+         FROM pg_stat_activity
+         WHERE datname = current_database() AND application_name = $1 AND state = 'active'
+           AND wait_event_type = 'Lock' AND query LIKE $2",
+    )
+    .bind(app)
+    .bind(format!("{statement}%"))
+    .fetch_optional(&mut conn)
+    .await
+    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -595,8 +1047,8 @@ async fn rolling_sigterm_restart_loses_no_work() {
 
     let end = settle(&store, &db.url, "rolling").await;
     assert_eq!(end.status, "COMPLETE", "{}", end.status_reason);
-    assert_each_object_once(&cloud, 300);
-    // A graceful drain finishes its calls: no create was ever sent twice.
+    // A graceful drain finishes its calls: no job ran twice, no create was ever sent twice.
+    assert_exactly_once(&cloud, &events(&store, "rolling").await, 300, None);
     let mut posts: BTreeMap<String, Vec<Option<String>>> = BTreeMap::new();
     for r in cloud.requests().into_iter().filter(|r| r.method == "POST") {
         posts
@@ -754,8 +1206,8 @@ async fn a_killed_waiting_cli_loses_its_lock_not_its_stack() {
 
     let end = settle(&store, &db.url, "waited").await;
     assert_eq!(end.status, "COMPLETE", "{}", end.status_reason);
-    assert_each_object_once(&cloud, 400);
     let events = events(&store, "waited").await;
+    assert_exactly_once(&cloud, &events, 400, Some(&holder));
     let taken = events
         .iter()
         .find(|e| {

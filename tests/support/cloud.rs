@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use kiln::fault_server::{Fault, FaultConfig, FaultServer, FaultServerHandle};
+use kiln::fault_server::{Fault, FaultConfig, FaultServer, FaultServerHandle, FaultSpec, Mix};
 use serde_json::Value;
 
 /// What to do instead of answering the next request.
@@ -15,6 +15,9 @@ pub enum Inject {
     },
     /// Never answer (the client's timeout must end it).
     Hang,
+    /// Handle the request (a POST creates its object), then answer with this status instead
+    /// of the result: the ambiguous failure that idempotency keys exist for.
+    StatusAfterHandling(u16),
 }
 
 #[derive(Debug, Clone)]
@@ -24,6 +27,8 @@ pub struct Recorded {
     pub idempotency_key: Option<String>,
     /// 0 when the client got no response (a hang).
     pub status: u16,
+    /// The object this request created (also when a fault after handling hid it).
+    pub created: Option<String>,
 }
 
 pub struct FakeCloud {
@@ -33,7 +38,20 @@ pub struct FakeCloud {
 
 impl FakeCloud {
     pub async fn start() -> Self {
-        let server = FaultServer::start(FaultConfig::default())
+        Self::with_latency(0).await
+    }
+
+    /// A cloud whose every answer takes `latency_ms`: calls that hold their worker, as a real
+    /// cloud's do, so that concurrency shows.
+    pub async fn with_latency(latency_ms: u64) -> Self {
+        let config = FaultConfig {
+            mix: Mix {
+                latency_ms,
+                ..Mix::default()
+            },
+            ..FaultConfig::default()
+        };
+        let server = FaultServer::start(config)
             .await
             .expect("fault server starts");
         Self {
@@ -59,9 +77,10 @@ impl FakeCloud {
 
     pub fn inject(&self, fault: Inject) {
         self.server.inject(match fault {
-            Inject::Status(code) => Fault::Status(code),
-            Inject::Throttle { retry_after_secs } => Fault::Throttle { retry_after_secs },
-            Inject::Hang => Fault::Hang,
+            Inject::Status(code) => Fault::Status(code).into(),
+            Inject::Throttle { retry_after_secs } => Fault::Throttle { retry_after_secs }.into(),
+            Inject::Hang => Fault::Hang.into(),
+            Inject::StatusAfterHandling(code) => FaultSpec::after(Fault::Status(code)),
         });
     }
 
@@ -74,6 +93,7 @@ impl FakeCloud {
                 path: r.path,
                 idempotency_key: r.idempotency_key,
                 status: r.status.unwrap_or(0),
+                created: r.created,
             })
             .collect()
     }

@@ -6,6 +6,7 @@ pub mod api;
 pub mod cloud;
 pub mod db;
 pub mod procs;
+pub mod skip;
 pub mod stacks;
 
 use std::path::{Path, PathBuf};
