@@ -3,6 +3,7 @@
 
 pub mod allow_list;
 pub mod api;
+pub mod app;
 pub mod cli;
 pub mod config;
 pub mod credentials;
@@ -11,6 +12,7 @@ pub mod engine;
 pub mod fault_server;
 pub mod logging;
 pub mod metrics;
+pub mod model;
 pub mod registry;
 pub mod retry;
 pub mod runtime;

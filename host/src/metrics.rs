@@ -5,6 +5,8 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
+use crate::model::{JobOp, Liveness};
+
 use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
@@ -266,19 +268,22 @@ pub fn metrics() -> &'static Metrics {
 }
 
 /// Counts one claimed job.
-pub fn job_claimed(operation: &str) {
-    metrics().jobs_claimed.get_or_create(&job(operation)).inc();
+pub fn job_claimed(operation: JobOp) {
+    metrics()
+        .jobs_claimed
+        .get_or_create(&job(operation.as_str()))
+        .inc();
 }
 
 /// Counts one job that ended its resource: COMPLETE, or FAILED for good.
-pub fn job_ended(operation: &str, failed: bool) {
+pub fn job_ended(operation: JobOp, failed: bool) {
     let m = metrics();
     let family = if failed {
         &m.jobs_failed
     } else {
         &m.jobs_completed
     };
-    family.get_or_create(&job(operation)).inc();
+    family.get_or_create(&job(operation.as_str())).inc();
 }
 
 fn job(operation: &str) -> JobLabels {
@@ -321,7 +326,7 @@ pub async fn refresh_from_store(store: &crate::store::Store) {
     let m = metrics();
     match store.engine_list().await {
         Ok(engines) => {
-            let up = engines.iter().filter(|e| e.status == "up").count();
+            let up = engines.iter().filter(|e| e.status == Liveness::Up).count();
             m.engines_up.set(up as i64);
         }
         Err(e) => tracing::warn!("metrics: listing engines failed: {e}"),

@@ -16,6 +16,7 @@ use serde::Deserialize;
 
 use super::AppState;
 use super::body::Query;
+use crate::model::{Action, Status};
 use crate::service::{ApiError, Caller};
 use crate::store::StackRow;
 
@@ -59,7 +60,7 @@ struct Follow {
     /// The last event sent.
     after: i64,
     /// What the stack looked like when last sent.
-    shown: Option<(String, String, i64, String)>,
+    shown: Option<(Action, Status, i64, String)>,
     queue: VecDeque<Event>,
 }
 
@@ -112,10 +113,10 @@ impl Follow {
     }
 }
 
-fn key_of(row: &StackRow) -> (String, String, i64, String) {
+fn key_of(row: &StackRow) -> (Action, Status, i64, String) {
     (
-        row.action.clone(),
-        row.status.clone(),
+        row.action,
+        row.status,
         row.traversal,
         row.status_reason.clone(),
     )

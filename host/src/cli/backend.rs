@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use super::Failure;
-use super::stack::{engine, open};
+use crate::app::{App, Plugins};
 use crate::config::Config;
 use crate::service::requests::{
     CancelStack, CreateStack, EventPage, OutputValue, Preview, ShowStack, UpdateStack,
@@ -55,26 +55,16 @@ impl Backend {
         if let Some(url) = &target.url {
             return Ok(Backend::Remote(Client::new(url, target.token.clone())?));
         }
-        let engine = match needs {
-            Needs::Plugins => engine(config).await?,
-            Needs::Store => {
-                // Reading needs no plugins: skip loading (and compiling) them.
-                let mut bare = config.clone();
-                bare.runtime.bundled_plugins = false;
-                bare.runtime.plugins_dir = None;
-                bare.plugins.clear();
-                let plugins = crate::registry::PluginSet::load(&bare)
-                    .await
-                    .map_err(super::plugin::plugin_set_failure)?;
-                crate::engine::Engine::new(
-                    open(config).await?,
-                    std::sync::Arc::new(plugins),
-                    config.engine.clone(),
-                )
-            }
+        // Reading needs no plugins: skip loading (and compiling) them.
+        let plugins = match needs {
+            Needs::Plugins => Plugins::Load,
+            Needs::Store => Plugins::Skip,
         };
+        let app = App::build(config, plugins)
+            .await
+            .map_err(super::app_failure)?;
         Ok(Backend::Local {
-            service: Service::new(engine, config.api.events_page_size),
+            service: app.service,
             caller: Caller::local(),
         })
     }

@@ -4,8 +4,8 @@
 use clap::{Args, Subcommand};
 use tokio::sync::watch;
 
+use super::api_failure;
 use super::backend::{Backend, Needs, Target};
-use super::stack::{api_failure, engine};
 use super::table::render;
 use super::{Failure, Format, exit};
 use crate::config::Config;
@@ -36,7 +36,7 @@ pub async fn run(args: EngineArgs, config: &Config, target: &Target) -> Result<(
 
 /// Works through every stack's jobs until SIGINT/SIGTERM, then drains gracefully.
 pub async fn serve(config: &Config) -> Result<(), Failure> {
-    let engine = engine(config).await?;
+    let engine = super::app(config).await?.engine;
     let (stop_tx, stop) = watch::channel(false);
     eprintln!(
         "engine {} working on {} (SIGTERM or Ctrl-C drains and stops)",
@@ -103,7 +103,7 @@ async fn list(config: &Config, target: &Target, format: Format) -> Result<(), Fa
                         e.id.clone(),
                         e.host.clone(),
                         e.pid.to_string(),
-                        e.status.clone(),
+                        e.status.to_string(),
                         format!("{:.1} s ago", e.heartbeat_age_ms as f64 / 1000.0),
                         e.jobs_in_flight.to_string(),
                         e.locks_held.to_string(),

@@ -29,6 +29,54 @@ pub mod exit {
     pub const CONFLICT: u8 = 4;
     /// No such stack or resource.
     pub const NOT_FOUND: u8 = 5;
+
+    /// The exit status of an operation's error, by its stable code (`service::error`).
+    pub fn of_api_code(code: &str) -> u8 {
+        match code {
+            "invalid_template"
+            | "invalid_body"
+            | "invalid_query"
+            | "ambiguous"
+            | "payload_too_large"
+            | "unsupported_media_type" => BAD_INPUT,
+            "not_found" => NOT_FOUND,
+            "stack_exists" | "action_in_progress" => CONFLICT,
+            _ => FAILED,
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn each_error_code_has_its_exit_status() {
+            let exits: Vec<(&str, u8)> = crate::service::CODES
+                .iter()
+                .map(|(code, _)| (*code, super::of_api_code(code)))
+                .collect();
+            assert_eq!(
+                exits,
+                [
+                    ("invalid_template", 2),
+                    ("invalid_body", 2),
+                    ("invalid_query", 2),
+                    ("ambiguous", 2),
+                    ("unauthorized", 1),
+                    ("forbidden", 1),
+                    ("not_found", 5),
+                    ("no_route", 1),
+                    ("method_not_allowed", 1),
+                    ("stack_exists", 4),
+                    ("action_in_progress", 4),
+                    ("nothing_to_cancel", 1),
+                    ("payload_too_large", 2),
+                    ("unsupported_media_type", 2),
+                    ("internal", 1),
+                    ("not_ready", 1),
+                    ("unreachable", 1),
+                ]
+            );
+        }
+    }
 }
 
 #[derive(Parser)]
@@ -87,6 +135,31 @@ pub enum Format {
     #[default]
     Table,
     Json,
+}
+
+/// The application could not be built: bad input (config, database URL) exits 2, a plugin
+/// that cannot load 3, anything else 1.
+pub(crate) fn app_failure(e: crate::app::AppError) -> Failure {
+    let code = if e.is_bad_input() {
+        exit::BAD_INPUT
+    } else if matches!(e, crate::app::AppError::Plugins(_)) {
+        exit::PLUGIN_FAULT
+    } else {
+        exit::FAILED
+    };
+    Failure::new(code, e)
+}
+
+/// The application with every plugin loaded (to start actions or work jobs).
+pub(crate) async fn app(config: &crate::config::Config) -> Result<crate::app::App, Failure> {
+    crate::app::App::build(config, crate::app::Plugins::Load)
+        .await
+        .map_err(app_failure)
+}
+
+/// An operation's error as the CLI reports it: its message, and its code's exit status.
+pub(crate) fn api_failure(e: crate::service::ApiError) -> Failure {
+    Failure::new(exit::of_api_code(&e.code), e.message)
 }
 
 /// An error with the exit code it deserves.

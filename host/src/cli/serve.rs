@@ -7,11 +7,9 @@ use clap::Args;
 use tokio::sync::watch;
 
 use super::engine::shutdown_signal;
-use super::stack::engine;
 use super::{Failure, exit};
 use crate::api::{self, Auth};
 use crate::config::Config;
-use crate::service::Service;
 
 #[derive(Args)]
 pub struct ServeArgs {
@@ -28,7 +26,8 @@ pub async fn serve(args: ServeArgs, config: &Config, with_engine: bool) -> Resul
         settings.listen = listen;
     }
     let auth = Auth::from_config(&settings).map_err(|e| Failure::new(exit::BAD_INPUT, e))?;
-    let engine = engine(config).await?;
+    let app = super::app(config).await?;
+    let engine = app.engine.clone();
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .map_err(|e| {
@@ -56,7 +55,7 @@ pub async fn serve(args: ServeArgs, config: &Config, with_engine: bool) -> Resul
         "bearer tokens".to_string()
     };
     eprintln!("api on http://{bound} ({access}); web view at http://{bound}/ui/");
-    let service = Service::new(engine, settings.events_page_size);
+    let service = app.service;
     let state = api::state(service, auth, stop.clone());
     let max_body = usize::try_from(settings.max_body_bytes).unwrap_or(usize::MAX);
     let mut stopped = stop.clone();

@@ -3,27 +3,21 @@
 //! jobs until its stack's action ends; with `--url` the same commands ask a Kiln server
 //! (`backend.rs`), and print the same.
 
-use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
 use super::backend::{Act, Backend, Needs, Target};
-use super::plugin::plugin_set_failure;
 use super::table::render;
-use super::validate::{TemplateArgs, key_value};
-use super::{Failure, Format, exit};
+use super::validate::{TemplateArgs, key_value, parameter_map};
+use super::{Failure, Format, api_failure, exit};
 use crate::config::Config;
-use crate::engine::{Engine, OnFailure};
-use crate::registry::PluginSet;
-use crate::retry::RetryPolicies;
-use crate::service::ApiError;
+use crate::model::{Action, EventStatus, OnFailure, PlannedAction, Status};
 use crate::service::requests::{CancelStack, CreateStack, OutputValue, Preview, UpdateStack};
-use crate::store::{EventRow, StackRow, Store, StoreError, format_ms};
+use crate::store::{EventRow, StackRow, format_ms};
 use crate::template::SourceFile;
 
 #[derive(Subcommand)]
@@ -187,32 +181,6 @@ pub enum ResourceCommand {
     },
 }
 
-/// An operation's error as the CLI reports it: its message, and its code's exit status.
-pub(super) fn api_failure(e: ApiError) -> Failure {
-    Failure::new(e.exit_code(), e.message)
-}
-
-pub(super) async fn open(config: &Config) -> Result<Store, Failure> {
-    let url = config.database.url();
-    Store::open(&url).await.map_err(|e| {
-        let code = if matches!(e, StoreError::BadUrl(_)) {
-            exit::BAD_INPUT
-        } else {
-            exit::FAILED
-        };
-        Failure::new(code, format!("cannot open the database {url}: {e}"))
-    })
-}
-
-pub(super) async fn engine(config: &Config) -> Result<Engine, Failure> {
-    let store = open(config).await?;
-    let plugins = PluginSet::load(config).await.map_err(plugin_set_failure)?;
-    let policies = RetryPolicies::load(&config.retry, &plugins)
-        .await
-        .map_err(|e| Failure::new(exit::BAD_INPUT, e))?;
-    Ok(Engine::new(store, Arc::new(plugins), config.engine.clone()).with_retry(policies))
-}
-
 /// What a command needs: starting actions and validating need the plugins.
 fn needs(cmd: &StackCommand) -> Needs {
     match cmd {
@@ -305,7 +273,7 @@ pub async fn run_stack(cmd: StackCommand, config: &Config, target: &Target) -> R
                 row.name,
                 row.action,
                 row.status,
-                if row.status == "IN_PROGRESS" {
+                if row.status == Status::InProgress {
                     " (cancelling: running calls finish)"
                 } else {
                     ""
@@ -429,14 +397,6 @@ pub async fn run_resource(
     }
 }
 
-/// `-P KEY=VALUE` pairs as the request's parameter map (a later value for a key wins).
-pub(super) fn parameter_map(pairs: &[(String, String)]) -> BTreeMap<String, Value> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-        .collect()
-}
-
 impl UpdateArgs {
     /// The update as a request: the files given are read here; with `--existing` whatever
     /// is not given is kept from what the stack was made from (the service merges).
@@ -486,7 +446,7 @@ async fn after_start(
         println!("{} {}_{} (id {})", row.name, row.action, row.status, row.id);
         return Ok(());
     }
-    let row = if row.status == "IN_PROGRESS" {
+    let row = if row.status == Status::InProgress {
         wait(b, row).await?
     } else {
         row.clone()
@@ -515,9 +475,12 @@ fn print_preview(preview: &Preview, format: Format) {
         return;
     }
     let mut rows = Vec::new();
-    for c in changes.iter().filter(|c| c.action != "unchanged") {
+    for c in changes
+        .iter()
+        .filter(|c| c.action != PlannedAction::Unchanged)
+    {
         rows.push(vec![
-            c.action.clone(),
+            c.action.to_string(),
             c.resource.clone(),
             c.type_name.clone(),
             c.reason.clone(),
@@ -553,7 +516,7 @@ async fn follow_events(b: &Backend, row: &StackRow, format: Format) -> Result<()
             }
         }
         let _ = std::io::stdout().flush();
-        if current.status != "IN_PROGRESS" {
+        if current.status != Status::InProgress {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -580,7 +543,9 @@ async fn watch_progress(b: &Backend, row: &StackRow) -> Result<StackRow, Failure
     let mut last_event = earlier
         .iter()
         .rev()
-        .find(|e| e.resource.is_none() && e.action == row.action && e.status == "IN_PROGRESS")
+        .find(|e| {
+            e.resource.is_none() && e.action == row.action && e.status == EventStatus::InProgress
+        })
         .map_or(0, |e| e.id - 1);
     let mut watched = row.traversal;
     loop {
@@ -592,15 +557,15 @@ async fn watch_progress(b: &Backend, row: &StackRow) -> Result<StackRow, Failure
         }
         for e in &events {
             last_event = e.id;
-            if !tty || e.status == "FAILED" || e.resource.is_none() {
+            if !tty || e.status == EventStatus::Failed || e.resource.is_none() {
                 eprintln!("{}", event_cells(e).join("  "));
             }
         }
-        if current.status != "IN_PROGRESS" {
+        if current.status != Status::InProgress {
             return Ok(shown.stack);
         }
         if current.traversal != watched {
-            if current.action != "ROLLBACK" || current.traversal != watched + 1 {
+            if current.action != Action::Rollback || current.traversal != watched + 1 {
                 // Another action took over the stack.
                 return Ok(shown.stack);
             }
@@ -633,9 +598,9 @@ async fn watch_progress(b: &Backend, row: &StackRow) -> Result<StackRow, Failure
 }
 
 fn finished(row: &StackRow) -> Result<(), Failure> {
-    if row.action == "ROLLBACK" {
+    if row.action == Action::Rollback {
         // Rolled back (or failed to): the action asked for did not happen.
-        let outcome = if row.status == "COMPLETE" {
+        let outcome = if row.status == Status::Complete {
             "was rolled back".to_string()
         } else {
             format!("its rollback failed too: {}", row.status_reason)
@@ -648,7 +613,7 @@ fn finished(row: &StackRow) -> Result<(), Failure> {
             ),
         ));
     }
-    if row.status == "COMPLETE" {
+    if row.status == Status::Complete {
         println!("{} {}_COMPLETE", row.name, row.action);
         Ok(())
     } else {

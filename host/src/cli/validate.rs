@@ -2,13 +2,14 @@
 //! configured plugins' schemas (or a server's, with `--url`), and report every error (exit 2)
 //! or a summary (exit 0).
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use clap::Args;
 use serde_json::{Value, json};
 
+use super::api_failure;
 use super::backend::{Backend, Needs, Target};
-use super::stack::{api_failure, parameter_map};
 use super::table::render;
 use super::{Failure, Format, exit};
 use crate::config::Config;
@@ -155,4 +156,12 @@ fn summary_table(v: &Value) -> String {
         out += &format!("\n{}", render(&["OUTPUT", "DESCRIPTION"], &rows));
     }
     out
+}
+
+/// `-P KEY=VALUE` pairs as the request's parameter map (a later value for a key wins).
+pub(super) fn parameter_map(pairs: &[(String, String)]) -> BTreeMap<String, Value> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .collect()
 }

@@ -108,13 +108,13 @@ impl Engine {
     /// For each traversal with no job left, schedules whatever is ready and ends it if done.
     pub(super) async fn repair_stalled(&self) -> Result<(), StoreError> {
         let store = &self.inner.store;
-        for (stack_id, traversal, operation) in store.stalled().await? {
+        for (stack_id, traversal, action) in store.stalled().await? {
             let row = store.find_stack(&stack_id).await?;
             if row.traversal != traversal {
                 continue;
             }
             let plan = self.plan(&row).await?;
-            let made = self.advance(&plan, traversal, &operation).await?;
+            let made = self.advance(&plan, traversal, action).await?;
             if made > 0 {
                 tracing::info!(stack = %row.name, stack_id = %row.id, traversal, "repaired a stalled traversal: {made} jobs scheduled");
                 self.inner.wake.notify_waiters();

@@ -8,6 +8,8 @@ use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
+
+use crate::model::{PlannedAction, Status};
 use serde_json::Value;
 
 use super::change::{Change, Existing, changed_properties, decide, quoted};
@@ -25,8 +27,7 @@ pub struct PlannedChange {
     pub resource: String,
     #[serde(rename = "type")]
     pub type_name: String,
-    /// create | update | replace | delete | unchanged | rejected
-    pub action: String,
+    pub action: PlannedAction,
     pub reason: String,
     /// The properties that change (for update and replace).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -110,13 +111,13 @@ impl Engine {
             let mut planned = PlannedChange {
                 resource: res.name.clone(),
                 type_name: res.served_type.clone(),
-                action: String::new(),
+                action: PlannedAction::Unchanged,
                 reason: String::new(),
                 properties: Vec::new(),
             };
             let current = by_name.get(res.name.as_str()).filter(|r| holds_object(r));
             let Some(current) = current else {
-                planned.action = "create".into();
+                planned.action = PlannedAction::Create;
                 planned.reason = if by_name.contains_key(res.name.as_str()) {
                     "not created yet".into()
                 } else {
@@ -130,7 +131,7 @@ impl Engine {
                 Ok(p) => p,
                 Err(e) if resolver.used_unknown.get() => {
                     // A typed property gets a value only the update will produce.
-                    planned.action = "update".into();
+                    planned.action = PlannedAction::Update;
                     planned.reason = format!(
                         "its properties depend on values known after apply ({e}); an update \
                          in place or a replacement is decided then"
@@ -140,7 +141,7 @@ impl Engine {
                     continue;
                 }
                 Err(e) => {
-                    planned.action = "rejected".into();
+                    planned.action = PlannedAction::Rejected;
                     planned.reason = e.to_string();
                     out.push(planned);
                     continue;
@@ -167,14 +168,14 @@ impl Engine {
                     })
                     .collect();
             }
-            let failed = if current.status == "COMPLETE" {
+            let failed = if current.status == Status::Complete {
                 ""
             } else {
                 "it failed before and is checked first (created again if gone, replaced if \
                  drifted); "
             };
             let (action, reason) = match change {
-                Change::Unchanged => ("unchanged", String::new()),
+                Change::Unchanged => (PlannedAction::Unchanged, String::new()),
                 Change::Update { changed } => {
                     unknown.insert(res.name.clone(), Unknown::Attributes);
                     let why = match res.served_type.as_str() {
@@ -184,7 +185,7 @@ impl Engine {
                         }
                         _ => format!("{} changed", quoted(&changed)),
                     };
-                    ("update", why)
+                    (PlannedAction::Update, why)
                 }
                 Change::Replace { why, .. } => {
                     unknown.insert(res.name.clone(), Unknown::Identity);
@@ -194,11 +195,11 @@ impl Engine {
                         }
                         crate::config::ReplaceOrder::CreateFirst => "",
                     };
-                    ("replace", format!("{why}{order}"))
+                    (PlannedAction::Replace, format!("{why}{order}"))
                 }
-                Change::Rejected { why } => ("rejected", why),
+                Change::Rejected { why } => (PlannedAction::Rejected, why),
             };
-            planned.action = action.into();
+            planned.action = action;
             planned.reason = format!("{failed}{reason}")
                 .trim_end_matches("; ")
                 .to_string();
@@ -220,7 +221,7 @@ impl Engine {
             out.push(PlannedChange {
                 resource: r.name.clone(),
                 type_name: r.type_name.clone(),
-                action: "delete".into(),
+                action: PlannedAction::Delete,
                 reason: reason.into(),
                 properties: Vec::new(),
             });

@@ -6,6 +6,7 @@
 //! deletes; dependents then resolve against the new object. A resource an earlier action left
 //! FAILED is checked (plugin `check`) before anything else is decided.
 
+use crate::model::{Action, Status};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -14,7 +15,7 @@ use super::StoredResolver;
 use super::builtin;
 use super::change::{self, Change, Existing, decide, quoted};
 use super::plan::Plan;
-use super::worker::{Step, applied, current_of, recorded};
+use super::steps::{Step, applied, current_of, recorded};
 use crate::config::ReplaceOrder;
 use crate::runtime::{CallError, Operation, Outcome, PluginError, UpdateOutcome};
 use crate::store::{Claimed, ResourceRow, ResourceUpdate, StoreError};
@@ -66,7 +67,7 @@ struct Polling {
 /// Whether a row holds an object (a create reached the cloud and was not deleted since).
 pub(super) fn holds_object(row: &ResourceRow) -> bool {
     (row.physical_id.is_some() || row.state.is_some())
-        && !(row.action == "DELETE" && row.status == "COMPLETE")
+        && !(row.action == Action::Delete && row.status == Status::Complete)
 }
 
 impl Engine {
@@ -119,9 +120,9 @@ impl Engine {
             Err(done) => return Ok(done),
         };
         let action = if phase == Phase::Create {
-            "CREATE"
+            Action::Create
         } else {
-            "UPDATE"
+            Action::Update
         };
         let why = if job.attempt > 1 {
             format!("{why} (attempt {})", job.attempt)
@@ -165,22 +166,22 @@ impl Engine {
             return Ok(Err(restored));
         }
         if !holds_object(current) {
-            let why = if current.status == "FAILED" {
+            let why = if current.status == Status::Failed {
                 "creating: its last create failed"
             } else {
                 "creating: not created yet"
             };
             return Ok(Ok((Phase::Create, why.into())));
         }
-        let failed = current.status != "COMPLETE";
+        let failed = current.status != Status::Complete;
         if failed && let Some(found) = self.check_failed(job, plan, current, props).await {
             return Ok(Ok(found));
         }
         let change = wanted.expect("decided for an object that exists");
         Ok(match change {
             Change::Unchanged if failed => Err(Step::done(ResourceUpdate {
-                action: current.action.clone(),
-                status: "COMPLETE".into(),
+                action: current.action,
+                status: Status::Complete,
                 reason: "checked: it exists and matches the template".into(),
                 physical_id: current.physical_id.clone(),
                 state: current.state.clone(),
@@ -245,8 +246,8 @@ impl Engine {
             return Ok(None);
         };
         Ok(Some(Step::done(ResourceUpdate {
-            action: "UPDATE".into(),
-            status: "COMPLETE".into(),
+            action: Action::Update,
+            status: Status::Complete,
             reason: format!(
                 "restored the object it had replaced ({}): no call needed",
                 copy.name
@@ -362,7 +363,7 @@ impl Engine {
                         );
                         self.inner
                             .store
-                            .job_started(job, &self.inner.id, "UPDATE", &why)
+                            .job_started(job, &self.inner.id, Action::Update, &why)
                             .await?;
                         return Box::pin(self.call(job, plan, res, current, props, phase, None))
                             .await;
@@ -400,11 +401,14 @@ impl Engine {
         Ok(match result {
             Ok(Outcome::Done(d)) => {
                 let (action, why) = match phase {
-                    Phase::Create => ("CREATE", "state changed"),
-                    Phase::Update => ("UPDATE", "updated in place"),
-                    Phase::Replace => ("UPDATE", "replaced: the old object is deleted at cleanup"),
+                    Phase::Create => (Action::Create, "state changed"),
+                    Phase::Update => (Action::Update, "updated in place"),
+                    Phase::Replace => (
+                        Action::Update,
+                        "replaced: the old object is deleted at cleanup",
+                    ),
                     Phase::Recreate | Phase::DeleteFirst => {
-                        ("UPDATE", "replaced: the old object was deleted first")
+                        (Action::Update, "replaced: the old object was deleted first")
                     }
                 };
                 let mut u = applied(res, action, why, d, props);

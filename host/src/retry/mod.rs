@@ -7,6 +7,7 @@
 
 mod budget;
 mod history;
+mod judge;
 
 use std::collections::BTreeMap;
 
@@ -14,6 +15,7 @@ use serde_json::Value;
 
 pub use budget::{Grant, RetryBudget};
 pub use history::{Attempt, summarize};
+pub use judge::{FailedCall, Judgement};
 
 use crate::config::{ConfigError, RetryConfig, RetryRule};
 use crate::registry::PluginSet;

@@ -47,33 +47,30 @@ pub struct Location {
     pub path: Option<String>,
 }
 
-/// The stable codes, with their HTTP status and `kiln` exit status.
-const CODES: &[(&str, u16, u8)] = &[
-    ("invalid_template", 400, crate::cli::exit::BAD_INPUT),
-    ("invalid_body", 400, crate::cli::exit::BAD_INPUT),
-    ("invalid_query", 400, crate::cli::exit::BAD_INPUT),
-    ("ambiguous", 400, crate::cli::exit::BAD_INPUT),
-    ("unauthorized", 401, crate::cli::exit::FAILED),
-    ("forbidden", 403, crate::cli::exit::FAILED),
-    ("not_found", 404, crate::cli::exit::NOT_FOUND),
-    ("no_route", 404, crate::cli::exit::FAILED),
-    ("method_not_allowed", 405, crate::cli::exit::FAILED),
-    ("stack_exists", 409, crate::cli::exit::CONFLICT),
-    ("action_in_progress", 409, crate::cli::exit::CONFLICT),
-    ("nothing_to_cancel", 409, crate::cli::exit::FAILED),
-    ("payload_too_large", 413, crate::cli::exit::BAD_INPUT),
-    ("unsupported_media_type", 415, crate::cli::exit::BAD_INPUT),
-    ("internal", 500, crate::cli::exit::FAILED),
-    ("not_ready", 503, crate::cli::exit::FAILED),
-    ("unreachable", 503, crate::cli::exit::FAILED),
+/// The stable codes, with their HTTP status (the CLI maps codes to its exit statuses).
+pub const CODES: &[(&str, u16)] = &[
+    ("invalid_template", 400),
+    ("invalid_body", 400),
+    ("invalid_query", 400),
+    ("ambiguous", 400),
+    ("unauthorized", 401),
+    ("forbidden", 403),
+    ("not_found", 404),
+    ("no_route", 404),
+    ("method_not_allowed", 405),
+    ("stack_exists", 409),
+    ("action_in_progress", 409),
+    ("nothing_to_cancel", 409),
+    ("payload_too_large", 413),
+    ("unsupported_media_type", 415),
+    ("internal", 500),
+    ("not_ready", 503),
+    ("unreachable", 503),
 ];
 
 impl ApiError {
     pub fn new(code: &str, message: impl std::fmt::Display) -> Self {
-        debug_assert!(
-            CODES.iter().any(|(c, _, _)| *c == code),
-            "unknown code {code}"
-        );
+        debug_assert!(CODES.iter().any(|(c, _)| *c == code), "unknown code {code}");
         Self {
             code: code.to_string(),
             message: message.to_string(),
@@ -125,16 +122,8 @@ impl ApiError {
     pub fn status(&self) -> u16 {
         CODES
             .iter()
-            .find(|(c, _, _)| *c == self.code)
-            .map_or(500, |(_, s, _)| *s)
-    }
-
-    /// The `kiln` exit status of this error's code.
-    pub fn exit_code(&self) -> u8 {
-        CODES
-            .iter()
-            .find(|(c, _, _)| *c == self.code)
-            .map_or(crate::cli::exit::FAILED, |(_, _, e)| *e)
+            .find(|(c, _)| *c == self.code)
+            .map_or(500, |(_, s)| *s)
     }
 }
 
@@ -150,7 +139,7 @@ impl From<StoreError> for ApiError {
                 ..
             } => Self {
                 held: Some(Box::new(Held {
-                    action: action.clone(),
+                    action: action.to_string(),
                     since: since.clone(),
                 })),
                 ..Self::new("action_in_progress", &e)
@@ -170,23 +159,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_code_has_a_status_and_an_exit_code() {
-        for (code, status, exit) in CODES {
-            let e = ApiError::new(code, "x");
-            assert_eq!((e.status(), e.exit_code()), (*status, *exit));
+    fn every_code_has_a_status() {
+        for (code, status) in CODES {
+            assert_eq!(ApiError::new(code, "x").status(), *status);
         }
         let e: ApiError = StoreError::StackNotFound("web".into()).into();
-        assert_eq!(
-            (e.code.as_str(), e.status(), e.exit_code()),
-            ("not_found", 404, 5)
-        );
+        assert_eq!((e.code.as_str(), e.status()), ("not_found", 404));
     }
 
     #[test]
     fn action_in_progress_names_the_action_and_round_trips() {
         let e: ApiError = StoreError::ActionInProgress {
             stack: "web".into(),
-            action: "UPDATE".into(),
+            action: crate::model::Action::Update,
             since: "2026-12-01 10:00:00".into(),
             holder: "engine-1".into(),
         }

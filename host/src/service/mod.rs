@@ -7,7 +7,7 @@ pub mod requests;
 
 use serde_json::{Value, json};
 
-pub use error::{ApiError, Location};
+pub use error::{ApiError, CODES, Location};
 use requests::{
     CancelStack, CreateStack, EventPage, Graph, GraphNode, OutputValue, Preview, ShowStack,
     StatusCount, UpdateStack, ValidateTemplate, parameter_pairs,
@@ -15,6 +15,7 @@ use requests::{
 
 use crate::config::Role;
 use crate::engine::{Engine, PlannedChange, Sources, StackOptions, StoredResolver};
+use crate::model::{Action, PlannedAction, Status};
 use crate::registry::PluginSet;
 use crate::store::{EngineStatus, ResourceRow, StackRow, Store};
 use crate::template::{self, SourceFile};
@@ -195,7 +196,7 @@ impl Service {
                 count,
             })
             .collect();
-        let in_progress = if row.status == "IN_PROGRESS" {
+        let in_progress = if row.status == Status::InProgress {
             store.resources_in_progress(&row.id, 3).await?
         } else {
             Vec::new()
@@ -269,8 +270,8 @@ impl Service {
             GraphNode {
                 name: name.to_string(),
                 type_name: type_name.to_string(),
-                action: r.map_or("INIT".into(), |r| r.action.clone()),
-                status: r.map_or("COMPLETE".into(), |r| r.status.clone()),
+                action: r.map_or(Action::Init, |r| r.action),
+                status: r.map_or(Status::Complete, |r| r.status),
                 status_reason: r.map_or(String::new(), |r| r.status_reason.clone()),
                 depends_on,
             }
@@ -478,15 +479,15 @@ fn check_name(name: &str) -> Result<()> {
 
 /// The preview's closing line.
 pub fn summary(changes: &[PlannedChange]) -> String {
-    let count = |a: &str| changes.iter().filter(|c| c.action == a).count();
+    let count = |a: PlannedAction| changes.iter().filter(|c| c.action == a).count();
     format!(
         "{} to create, {} to update in place, {} to replace, {} to delete, {} unchanged{}",
-        count("create"),
-        count("update"),
-        count("replace"),
-        count("delete"),
-        count("unchanged"),
-        match count("rejected") {
+        count(PlannedAction::Create),
+        count(PlannedAction::Update),
+        count(PlannedAction::Replace),
+        count(PlannedAction::Delete),
+        count(PlannedAction::Unchanged),
+        match count(PlannedAction::Rejected) {
             0 => String::new(),
             n => format!(", {n} rejected (the update would fail)"),
         }

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::engine::{OnFailure, PlannedChange};
+use crate::engine::PlannedChange;
+use crate::model::{Action, OnFailure, Status};
 use crate::store::{EventRow, StackRow};
 use crate::template::SourceFile;
 
@@ -137,8 +138,8 @@ pub struct GraphNode {
     pub name: String,
     #[serde(rename = "type")]
     pub type_name: String,
-    pub action: String,
-    pub status: String,
+    pub action: Action,
+    pub status: Status,
     pub status_reason: String,
     pub depends_on: Vec<String>,
 }

@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{Result, Store};
+use crate::model::Liveness;
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct EngineRow {
@@ -24,9 +25,7 @@ pub struct EngineStatus {
     pub host: String,
     pub pid: i64,
     pub version: String,
-    /// `up`, `draining` (shutting down: claims nothing new), `stopped` or `dead` (no heartbeat
-    /// within its lease).
-    pub status: String,
+    pub status: Liveness,
     pub started_at: i64,
     pub heartbeat_at: i64,
     pub heartbeat_age_ms: i64,
@@ -131,20 +130,20 @@ impl Store {
             .map(|r| {
                 let age = r.now - r.heartbeat_at;
                 let status = if r.stopped_at.is_some() {
-                    "stopped"
+                    Liveness::Stopped
                 } else if age > r.lease_ms {
-                    "dead"
+                    Liveness::Dead
                 } else if r.draining_at.is_some() {
-                    "draining"
+                    Liveness::Draining
                 } else {
-                    "up"
+                    Liveness::Up
                 };
                 EngineStatus {
                     id: r.id,
                     host: r.host,
                     pid: r.pid,
                     version: r.version,
-                    status: status.into(),
+                    status,
                     started_at: r.started_at,
                     heartbeat_at: r.heartbeat_at,
                     heartbeat_age_ms: age,

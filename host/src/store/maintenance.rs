@@ -3,7 +3,8 @@
 //! is fenced by the leader's term, so a leader that was paused past its lease (and replaced)
 //! changes nothing when it wakes up.
 
-use super::{Result, Store};
+use super::{Event, Result, Store, parse_stored};
+use crate::model::{Action, EventStatus, JobOp, Status};
 
 /// The fence every maintenance statement carries: `$1` leads in term `$2`, unexpired.
 const FENCE: &str = "EXISTS (SELECT 1 FROM leader WHERE name = 'maintenance' AND holder = $1 AND term = $2 AND expires_at >= NOW_MS)";
@@ -48,17 +49,17 @@ impl Store {
             if n == 0 {
                 continue;
             }
-            self.event(
-                &mut tx,
+            let operation: JobOp = parse_stored(&operation)?;
+            let reason =
+                format!("the lease of engine {owner} expired; the job is free for any engine");
+            let rescued_event = Event::resource(
                 &stack_id,
-                Some(&resource),
-                super::action_of(&operation),
-                "RESCUED",
-                &format!("the lease of engine {owner} expired; the job is free for any engine"),
-                None,
-                leader,
-            )
-            .await?;
+                &resource,
+                operation.action(),
+                EventStatus::Rescued,
+                &reason,
+            );
+            self.record(&mut tx, &rescued_event, leader).await?;
             rescued.push((stack_id, resource, owner));
         }
         tx.commit().await?;
@@ -75,7 +76,7 @@ impl Store {
         &self,
         leader: &str,
         term: i64,
-    ) -> Result<Vec<(String, String, String)>> {
+    ) -> Result<Vec<(String, Action, String)>> {
         let mut tx = self.begin().await?;
         // Only engines are taken over from: a holder that never registered only submitted the
         // action (`stack create --no-wait`) and was never going to run it.
@@ -103,17 +104,10 @@ impl Store {
             if n == 0 {
                 continue;
             }
-            self.event(
-                &mut tx,
-                &stack_id,
-                None,
-                &action,
-                "IN_PROGRESS",
-                &format!("stack lock taken over from {holder}, which is no longer running"),
-                None,
-                leader,
-            )
-            .await?;
+            let action: Action = parse_stored(&action)?;
+            let reason = format!("stack lock taken over from {holder}, which is no longer running");
+            let taken_event = Event::stack(&stack_id, action, Status::InProgress, &reason);
+            self.record(&mut tx, &taken_event, leader).await?;
             taken.push((stack_id, action, holder));
         }
         tx.commit().await?;

@@ -1,13 +1,20 @@
 //! The store: the only coordinator between engines (DESIGN.md invariant 1). One code path for
 //! SQLite (the embedded default, WAL) and PostgreSQL (scale-out), through sqlx's Any driver;
 //! the few statements that differ (the clock, claiming) are picked by `Dialect`.
+//!
+//! `lease_queue` claims and fences jobs; `traversal/` starts, advances, stops and ends stack
+//! actions; `reads` and `rows` are what callers read back; `event` is the one way an event is
+//! written; `leader`, `maintenance`, `engines`, `stats` and `wakeups` serve the cluster.
 
 mod engines;
-mod jobs;
+mod event;
 mod leader;
+mod lease_queue;
 mod maintenance;
-mod stacks;
+mod reads;
+mod rows;
 mod stats;
+mod traversal;
 mod wakeups;
 
 use std::path::Path;
@@ -17,10 +24,12 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, AssertSqlSafe, ConnectOptions, Connection, Executor};
 
 pub use engines::{EngineRow, EngineStatus};
-pub use jobs::{Candidate, Claim, Claimed, ResourceUpdate, action_of};
+use event::Event;
 pub use leader::LeaderTerm;
-pub use stacks::{EventRow, NewResource, NewStack, ResourceRow, StackRow, StackUpdate, format_ms};
+pub use lease_queue::{Claim, Claimed, ResourceUpdate};
+pub use rows::{EventRow, NewResource, NewStack, ResourceRow, StackRow, StackUpdate, format_ms};
 pub use stats::QueueStats;
+pub use traversal::Candidate;
 pub use wakeups::Wakeups;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,7 +50,7 @@ pub enum StoreError {
     #[error("stack '{stack}' has an action in progress: {action} since {since}, held by {holder}")]
     ActionInProgress {
         stack: String,
-        action: String,
+        action: crate::model::Action,
         since: String,
         holder: String,
     },
@@ -217,6 +226,25 @@ impl Store {
             .await?;
         Ok(now)
     }
+}
+
+/// Column `i` of `row`, a name of one of the model's types (`crate::model`): an unknown name
+/// is corrupt data, not a panic.
+fn parsed<T>(row: &sqlx::any::AnyRow, i: usize) -> Result<T>
+where
+    T: FromStr<Err = crate::model::UnknownValue>,
+{
+    use sqlx::Row;
+    parse_stored(&row.try_get::<String, _>(i)?)
+}
+
+/// A stored name of one of the model's types.
+fn parse_stored<T>(text: &str) -> Result<T>
+where
+    T: FromStr<Err = crate::model::UnknownValue>,
+{
+    text.parse()
+        .map_err(|e| StoreError::Corrupt(format!("{e}")))
 }
 
 /// The file of a `sqlite://` URL, if it names one.

@@ -1,18 +1,10 @@
-//! Jobs: claiming with a lease and a fencing token, finishing a resource, scheduling the
-//! resources that became ready, and ending a traversal.
-//!
-//! No row is written by every job of a stack (no counter on the stack row): such a row would
-//! serialise a stack's commits, each waiting for the one before to reach the disk. Instead,
-//! readiness and the end of a traversal are decided from the resources' own rows by
-//! conditional statements run *after* the finishing transaction commits. Of two jobs finishing
-//! at once, the one whose check runs last sees both results, so a dependent or the end is never
-//! missed; duplicates are stopped by the jobs' unique key and the stack's status. If an engine
-//! dies between its commit and those checks, `stalled` finds the traversal and any engine
-//! repairs it.
+//! The lease queue: due jobs claimed with a lease on the database clock and a fencing token
+//! that grows with every claim, leases renewed while calls run, and every write about a job
+//! (its result, a poll, a retry, an event, an error) accepted only while the claim that makes
+//! it still holds the job. What the traversal does with a finished job is `traversal/`'s.
 
-use sqlx::AssertSqlSafe;
-
-use super::{Dialect, Result, Store, StoreError};
+use super::{Dialect, Event, Result, Store, StoreError};
+use crate::model::{Action, EventStatus, JobOp, Status};
 
 /// A job this engine holds.
 #[derive(Debug, Clone)]
@@ -21,7 +13,7 @@ pub struct Claimed {
     pub stack_id: String,
     pub resource: String,
     pub traversal: i64,
-    pub operation: String,
+    pub operation: JobOp,
     pub attempt: i64,
     /// Set when the job polls a long operation.
     pub pending_state: Option<String>,
@@ -46,10 +38,10 @@ pub enum Claim {
 }
 
 /// What a finished job writes to its resource.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ResourceUpdate {
-    pub action: String,
-    pub status: String,
+    pub action: Action,
+    pub status: Status,
     pub reason: String,
     pub physical_id: Option<String>,
     pub state: Option<String>,
@@ -72,11 +64,26 @@ pub struct ResourceUpdate {
     pub forget: Option<String>,
 }
 
-/// A resource that may be ready, and the resources that must be done (in this traversal, by
-/// the same action) before it.
-pub struct Candidate<'a> {
-    pub name: &'a str,
-    pub after: &'a [String],
+/// Each writer sets the action and status it means; the default is what a new row holds
+/// (INIT_COMPLETE: nothing done yet), so that `..Default::default()` never claims an action.
+impl Default for ResourceUpdate {
+    fn default() -> Self {
+        Self {
+            action: Action::Init,
+            status: Status::Complete,
+            reason: String::new(),
+            physical_id: None,
+            state: None,
+            attributes: None,
+            properties: None,
+            type_name: None,
+            requires: None,
+            deletion_policy: None,
+            retire_as: None,
+            unchanged: false,
+            forget: None,
+        }
+    }
 }
 
 #[derive(sqlx::FromRow)]
@@ -85,7 +92,8 @@ struct ClaimRow {
     stack_id: String,
     resource: String,
     traversal: i64,
-    operation: String,
+    #[sqlx(try_from = "String")]
+    operation: JobOp,
     attempt: i64,
     pending_state: Option<String>,
     token: i64,
@@ -162,8 +170,8 @@ impl Store {
             started_at: r.started_at,
         };
         // An update job first decides whether there is anything to do (see `job_started`).
-        if job.pending_state.is_none() && job.operation != "update" {
-            let action = action_of(&job.operation);
+        if job.pending_state.is_none() && job.operation != JobOp::Update {
+            let action = job.operation.action();
             sqlx::query(self.sql(
                 "UPDATE resources SET action = $3, status = 'IN_PROGRESS', status_reason = '', traversal = $4,
                         updated_at = NOW_MS
@@ -171,7 +179,7 @@ impl Store {
             ))
             .bind(&job.stack_id)
             .bind(&job.resource)
-            .bind(action)
+            .bind(action.as_str())
             .bind(job.traversal)
             .execute(&mut *tx)
             .await?;
@@ -180,17 +188,8 @@ impl Store {
             } else {
                 "state changed".into()
             };
-            self.event(
-                &mut tx,
-                &job.stack_id,
-                Some(&job.resource),
-                action,
-                "IN_PROGRESS",
-                &reason,
-                None,
-                engine,
-            )
-            .await?;
+            let started = Event::job(&job, Status::InProgress, &reason);
+            self.record(&mut tx, &started, engine).await?;
         }
         tx.commit().await?;
         Ok(Claim::Job(job))
@@ -276,15 +275,9 @@ impl Store {
         if n != 1 {
             return Err(StoreError::Fenced(job.id));
         }
-        let action = action_of(&job.operation);
-        self.event(
+        self.record(
             &mut tx,
-            &job.stack_id,
-            Some(&job.resource),
-            action,
-            "RETRY",
-            reason,
-            None,
+            &Event::job(job, EventStatus::Retry, reason),
             engine,
         )
         .await?;
@@ -322,23 +315,13 @@ impl Store {
         &self,
         job: &Claimed,
         engine: &str,
-        status: &str,
+        status: EventStatus,
         reason: &str,
     ) -> Result<()> {
         let mut tx = self.begin().await?;
         self.hold(&mut tx, job, engine).await?;
-        let action = action_of(&job.operation);
-        self.event(
-            &mut tx,
-            &job.stack_id,
-            Some(&job.resource),
-            action,
-            status,
-            reason,
-            None,
-            engine,
-        )
-        .await?;
+        self.record(&mut tx, &Event::job(job, status, reason), engine)
+            .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -349,7 +332,7 @@ impl Store {
         &self,
         job: &Claimed,
         engine: &str,
-        action: &str,
+        action: Action,
         reason: &str,
     ) -> Result<()> {
         let mut tx = self.begin().await?;
@@ -361,22 +344,19 @@ impl Store {
         ))
         .bind(&job.stack_id)
         .bind(&job.resource)
-        .bind(action)
+        .bind(action.as_str())
         .bind(reason)
         .bind(job.traversal)
         .execute(&mut *tx)
         .await?;
-        self.event(
-            &mut tx,
+        let started = Event::resource(
             &job.stack_id,
-            Some(&job.resource),
+            &job.resource,
             action,
-            "IN_PROGRESS",
+            Status::InProgress,
             reason,
-            None,
-            engine,
-        )
-        .await?;
+        );
+        self.record(&mut tx, &started, engine).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -426,17 +406,8 @@ impl Store {
         .bind(job.traversal)
         .execute(&mut *tx)
         .await?;
-        self.event(
-            &mut tx,
-            &job.stack_id,
-            Some(&job.resource),
-            action_of(&job.operation),
-            "FAILED",
-            &reason,
-            None,
-            engine,
-        )
-        .await?;
+        self.record(&mut tx, &Event::job(job, Status::Failed, &reason), engine)
+            .await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -515,8 +486,8 @@ impl Store {
         ))
         .bind(&job.stack_id)
         .bind(&job.resource)
-        .bind(&u.action)
-        .bind(&u.status)
+        .bind(u.action.as_str())
+        .bind(u.status.as_str())
         .bind(&u.reason)
         .bind(&u.physical_id)
         .bind(&u.state)
@@ -528,122 +499,11 @@ impl Store {
         .bind(&u.deletion_policy)
         .execute(&mut *tx)
         .await?;
-        self.event(
-            &mut tx,
-            &job.stack_id,
-            Some(&job.resource),
-            &u.action,
-            &u.status,
-            &u.reason,
-            u.physical_id.as_deref(),
-            engine,
-        )
-        .await?;
+        let done = Event::resource(&job.stack_id, &job.resource, u.action, u.status, &u.reason)
+            .with_physical_id(u.physical_id.as_deref());
+        self.record(&mut tx, &done, engine).await?;
         tx.commit().await?;
         Ok(())
-    }
-
-    /// Makes a job for each candidate whose prerequisites are all done in this traversal, as
-    /// long as the traversal runs and (unless the stack's `on_failure` is `continue`) nothing
-    /// in it failed. Returns how many jobs it made. In an update a prerequisite is done whatever it
-    /// needed (created, updated, replaced, or found unchanged).
-    ///
-    /// Several candidates are scheduled in one transaction: their jobs appear together, so
-    /// workers cannot drain the first ones and end the traversal (`try_finish_traversal` sees
-    /// no job and a failure) before the rest exist, as they could while an update's first
-    /// jobs went in one statement at a time.
-    pub async fn schedule_ready(
-        &self,
-        stack_id: &str,
-        traversal: i64,
-        operation: &str,
-        candidates: &[Candidate<'_>],
-    ) -> Result<u64> {
-        let action = action_of(operation);
-        let mut made = 0;
-        // One candidate (a finished job's one dependent, say) needs no transaction of its own.
-        // Several go in name order, so that two transactions never wait on each other's keys.
-        let mut candidates: Vec<&Candidate<'_>> = candidates.iter().collect();
-        candidates.sort_by_key(|c| c.name);
-        let mut tx = if candidates.len() > 1 {
-            Some(self.begin().await?)
-        } else {
-            None
-        };
-        for c in candidates {
-            let list: Vec<String> = (0..c.after.len()).map(|i| format!("${}", i + 6)).collect();
-            let prerequisites = if c.after.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    "AND (SELECT COUNT(*) FROM resources WHERE stack_id = $1 AND name IN ({}) AND traversal = $3
-                          AND (action = $5 OR $5 = 'UPDATE') AND status = 'COMPLETE') = {}",
-                    list.join(", "),
-                    c.after.len()
-                )
-            };
-            let q = format!(
-                "INSERT INTO jobs (stack_id, resource, traversal, operation, due_at, created_at)
-                 SELECT $1, $2, $3, $4, NOW_MS, NOW_MS
-                 WHERE EXISTS (SELECT 1 FROM stacks WHERE id = $1 AND traversal = $3 AND status = 'IN_PROGRESS'
-                               AND cancel_requested_at IS NULL
-                               AND (on_failure = 'continue'
-                                    OR NOT EXISTS (SELECT 1 FROM resources WHERE stack_id = $1 AND traversal = $3
-                                                   AND status = 'FAILED')))
-                   AND NOT EXISTS (SELECT 1 FROM resources WHERE stack_id = $1 AND name = $2 AND traversal = $3)
-                   {prerequisites}
-                 ON CONFLICT (stack_id, resource, traversal) DO NOTHING"
-            );
-            let mut query = sqlx::query(self.sql_owned(q))
-                .bind(stack_id)
-                .bind(c.name)
-                .bind(traversal)
-                .bind(operation)
-                .bind(action);
-            for a in c.after {
-                query = query.bind(a.as_str());
-            }
-            made += match tx.as_mut() {
-                Some(tx) => query.execute(&mut **tx).await?,
-                None => query.execute(&self.pool).await?,
-            }
-            .rows_affected();
-        }
-        if let Some(tx) = tx {
-            tx.commit().await?;
-        }
-        if made > 0 {
-            self.notify_jobs().await?;
-        }
-        Ok(made)
-    }
-
-    /// Whether a call of an older (superseded) traversal is still running on `resource`.
-    pub async fn stale_call_running(&self, job: &Claimed) -> Result<bool> {
-        let found: Option<(i64,)> = sqlx::query_as(
-            "SELECT id FROM jobs WHERE stack_id = $1 AND resource = $2 AND traversal < $3
-               AND lease_owner IS NOT NULL LIMIT 1",
-        )
-        .bind(&job.stack_id)
-        .bind(&job.resource)
-        .bind(job.traversal)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(found.is_some())
-    }
-
-    /// Whether every resource of an update's template (`n` of them) is done in this traversal:
-    /// then its cleanup may start.
-    pub async fn forward_complete(&self, stack_id: &str, traversal: i64, n: usize) -> Result<bool> {
-        let (done,): (i64,) = sqlx::query_as(
-            "SELECT COUNT(*) FROM resources WHERE stack_id = $1 AND traversal = $2 AND status = 'COMPLETE'
-               AND action <> 'DELETE'",
-        )
-        .bind(stack_id)
-        .bind(traversal)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(done as usize >= n)
     }
 
     /// Wakes the engines waiting for work (PostgreSQL `NOTIFY`; SQLite engines poll).
@@ -672,120 +532,6 @@ impl Store {
         }
         Ok(n)
     }
-
-    /// Ends the traversal if nothing is left to do: no job remains and either a resource failed
-    /// or every resource is done. Returns whether this call ended it (at most one call does).
-    pub async fn try_finish_traversal(
-        &self,
-        stack_id: &str,
-        traversal: i64,
-        operation: &str,
-        engine: &str,
-    ) -> Result<bool> {
-        // A cheap read first: while jobs remain (almost always), nothing more to do.
-        let job: Option<(i64,)> =
-            sqlx::query_as("SELECT id FROM jobs WHERE stack_id = $1 AND traversal = $2 LIMIT 1")
-                .bind(stack_id)
-                .bind(traversal)
-                .fetch_optional(&self.pool)
-                .await?;
-        if job.is_some() {
-            return Ok(false);
-        }
-        let action = action_of(operation);
-        let mut tx = self.begin().await?;
-        let (cancelled, deadline, timeout): (Option<i64>, Option<i64>, Option<i64>) =
-            sqlx::query_as(
-                "SELECT cancel_requested_at, deadline_at, timeout_ms FROM stacks WHERE id = $1",
-            )
-            .bind(stack_id)
-            .fetch_one(&mut *tx)
-            .await?;
-        if let Some(at) = cancelled {
-            let reason = match (deadline, timeout) {
-                (Some(d), Some(t)) if at >= d => {
-                    format!("Stack {action} timed out after {} s", t / 1000)
-                }
-                _ => format!("Stack {action} cancelled"),
-            };
-            let ended = self
-                .end_traversal(&mut tx, stack_id, traversal, action, false, &reason, engine)
-                .await?;
-            tx.commit().await?;
-            return Ok(ended);
-        }
-        let (failed,): (i64,) =
-            sqlx::query_as("SELECT COUNT(*) FROM resources WHERE stack_id = $1 AND traversal = $2 AND status = 'FAILED'")
-                .bind(stack_id)
-                .bind(traversal)
-                .fetch_one(&mut *tx)
-                .await?;
-        if failed == 0 {
-            // An update's resources end in whatever action each needed (or none).
-            let (left,): (i64,) = sqlx::query_as(
-                "SELECT COUNT(*) FROM resources WHERE stack_id = $1
-                 AND NOT (traversal = $2 AND (action = $3 OR $3 IN ('UPDATE', 'ROLLBACK')) AND status = 'COMPLETE')",
-            )
-            .bind(stack_id)
-            .bind(traversal)
-            .bind(action)
-            .fetch_one(&mut *tx)
-            .await?;
-            if left > 0 {
-                // Not scheduled yet: the finishing job's next step (or the repair) does it.
-                tx.commit().await?;
-                return Ok(false);
-            }
-        }
-        let reason = if failed == 0 {
-            format!("Stack {action} completed successfully")
-        } else {
-            let (name, why): (String, String) = sqlx::query_as(
-                "SELECT name, status_reason FROM resources WHERE stack_id = $1 AND traversal = $2 AND status = 'FAILED'
-                 ORDER BY updated_at, name LIMIT 1",
-            )
-            .bind(stack_id)
-            .bind(traversal)
-            .fetch_one(&mut *tx)
-            .await?;
-            let others = if failed > 1 {
-                format!(" (and {} more)", failed - 1)
-            } else {
-                String::new()
-            };
-            format!("Resource {action} failed: {name}: {why}{others}")
-        };
-        let ended = self
-            .end_traversal(
-                &mut tx,
-                stack_id,
-                traversal,
-                action,
-                failed == 0,
-                &reason,
-                engine,
-            )
-            .await?;
-        tx.commit().await?;
-        Ok(ended)
-    }
-
-    /// Stacks in progress whose current traversal has no job left: an engine died between
-    /// finishing a job and scheduling what followed. (stack id, traversal, operation).
-    pub async fn stalled(&self) -> Result<Vec<(String, i64, String)>> {
-        let rows: Vec<(String, i64, String)> = sqlx::query_as(AssertSqlSafe(
-            "SELECT s.id, s.traversal, s.action FROM stacks s
-             WHERE s.status = 'IN_PROGRESS'
-               AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.stack_id = s.id AND j.traversal = s.traversal)"
-                .to_string(),
-        ))
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(id, t, action)| (id, t, action.to_ascii_lowercase()))
-            .collect())
-    }
 }
 
 /// `NOW_MS + $4`, but never past the deadline of the job's stack: a poll or a retry waiting
@@ -793,15 +539,3 @@ impl Store {
 const DUE_AT: &str =
     "CASE WHEN (SELECT deadline_at FROM stacks WHERE id = jobs.stack_id) < NOW_MS + $4
      THEN (SELECT deadline_at FROM stacks WHERE id = jobs.stack_id) ELSE NOW_MS + $4 END";
-
-/// The resource action a job operation performs (an update job may also create, see
-/// `job_started`; `cleanup` deletes what an update removed or replaced).
-pub fn action_of(operation: &str) -> &'static str {
-    match operation {
-        "delete" | "cleanup" => "DELETE",
-        "update" => "UPDATE",
-        "check" => "CHECK",
-        "rollback" => "ROLLBACK",
-        _ => "CREATE",
-    }
-}
