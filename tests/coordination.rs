@@ -7,9 +7,9 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use fault_cloud::{FaultConfig, FaultServer, Mix};
 use kiln::config::{Config, EngineConfig};
 use kiln::engine::Engine;
-use kiln::fault_server::{FaultConfig, FaultServer, Mix};
 use kiln::store::{Claim, ResourceUpdate, Store, StoreError};
 use support::db::backends;
 use support::stacks::{create, run, settle};

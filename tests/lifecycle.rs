@@ -7,9 +7,9 @@ mod support;
 
 use std::collections::{BTreeMap, HashMap};
 
+use fault_cloud::RequestRecord;
 use kiln::config::{Config, EngineConfig};
 use kiln::engine::Engine;
-use kiln::fault_server::RequestRecord;
 use kiln::store::{EventRow, Store};
 use support::cloud::FakeCloud;
 use support::db::backends;

@@ -324,7 +324,7 @@ fn a_policy_rejecting_its_parameters_stops_the_start_naming_the_key() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_200_resource_stack_completes_against_30_percent_transient_faults_creating_each_object_once()
  {
-    use kiln::fault_server::{FaultConfig, FaultServer, FaultSpec, Mix};
+    use fault_cloud::{FaultConfig, FaultServer, FaultSpec, Mix};
     let rates: std::collections::BTreeMap<FaultSpec, f64> = [
         ("503", 0.12),
         ("500", 0.05),
@@ -441,7 +441,7 @@ async fn jitter_spreads_retries() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_budget_caps_retries_under_a_total_outage() {
-    use kiln::fault_server::{FaultConfig, FaultServer, Mix};
+    use fault_cloud::{FaultConfig, FaultServer, Mix};
     // Every POST fails. Without a budget, 30 resources × 5 retries would hit the server as fast
     // as the policy allows (1 ms apart); the budget (5 at once, then 20/s) spaces them.
     let mix = Mix {
@@ -544,7 +544,7 @@ async fn the_budget_caps_retries_under_a_total_outage() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unauthorized_refreshes_the_credentials_and_calls_once_more() {
-    use kiln::fault_server::{FaultConfig, FaultServer};
+    use fault_cloud::{FaultConfig, FaultServer};
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, "expired\n").unwrap();

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::process::ExitStatusExt;
 use std::time::{Duration, Instant};
 
-use kiln::fault_server::{FaultConfig, FaultServer, FaultServerHandle, Mix};
+use fault_cloud::{FaultConfig, FaultServer, FaultServerHandle, Mix};
 use kiln::store::{EventRow, LeaderTerm, StackRow, Store, StoreError};
 use sqlx::Connection;
 use support::db::{TestDb, backends};

@@ -19,7 +19,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use kiln::fault_server::{FaultConfig, FaultServer, FaultServerHandle, Mix};
+use fault_cloud::{FaultConfig, FaultServer, FaultServerHandle, Mix};
 use kiln::store::{EventRow, StackRow, Store};
 use sqlx::{AssertSqlSafe, Connection};
 

@@ -9,7 +9,6 @@ pub mod config;
 pub mod credentials;
 pub mod duration;
 pub mod engine;
-pub mod fault_server;
 pub mod logging;
 pub mod metrics;
 pub mod model;

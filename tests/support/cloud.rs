@@ -1,9 +1,9 @@
 //! A fake REST cloud on 127.0.0.1 for the `http-resource` plugin: the `items` collection of
-//! kiln's fault server (`kiln::fault_server`), behind the small API the older tests use.
+//! kiln's fault server (`fault_cloud`), behind the small API the older tests use.
 
 use std::net::SocketAddr;
 
-use kiln::fault_server::{Fault, FaultConfig, FaultServer, FaultServerHandle, FaultSpec, Mix};
+use fault_cloud::{Fault, FaultConfig, FaultServer, FaultServerHandle, FaultSpec, Mix};
 use serde_json::Value;
 
 /// What to do instead of answering the next request.

@@ -2,7 +2,6 @@
 
 mod backend;
 mod engine;
-mod fault_server;
 mod plugin;
 mod retry;
 mod serve;
@@ -123,8 +122,6 @@ enum Command {
     /// Run the REST API and web view only; the work is done by `kiln engine` processes
     /// sharing the database.
     Api(serve::ServeArgs),
-    /// Run a fault-injecting fake REST cloud on 127.0.0.1 (for tests and examples).
-    FaultServer(fault_server::FaultServerArgs),
     /// Retry policies: simulate a policy's schedule.
     #[command(subcommand)]
     Retry(retry::RetryCommand),
@@ -194,7 +191,6 @@ pub async fn run(cli: Cli) -> ExitCode {
                 Command::Engine(args) => engine::run(args, &config, &target).await,
                 Command::Serve(args) => serve::serve(args, &config, true).await,
                 Command::Api(args) => serve::serve(args, &config, false).await,
-                Command::FaultServer(args) => fault_server::run(args).await,
                 Command::Retry(cmd) => retry::run(cmd, &config).await,
             }
         }

@@ -1,17 +1,23 @@
-//! `kiln fault-server`: the fault-injecting fake cloud in the foreground, until Ctrl-C or
-//! SIGTERM, then a summary of what it saw.
+//! `fault-cloud`: the fault-injecting fake cloud in the foreground, until Ctrl-C or SIGTERM,
+//! then a summary of what it saw.
 
 use std::net::SocketAddr;
+use std::process::ExitCode;
 
-use clap::Args;
+use clap::Parser;
+use fault_cloud::{FaultConfig, FaultServer, FaultSpec, Mix, ParseError, StartError, parse_rate};
 
-use super::{Failure, exit};
-use crate::fault_server::{
-    FaultConfig, FaultServer, FaultSpec, Mix, ParseError, StartError, parse_rate,
-};
+/// Exit codes, as `kiln`'s: 1 the server could not start (the port is taken), 2 bad input.
+const FAILED: u8 = 1;
+const BAD_INPUT: u8 = 2;
 
-#[derive(Args)]
-pub struct FaultServerArgs {
+#[derive(Parser)]
+#[command(
+    name = "fault-cloud",
+    version,
+    about = "A fault-injecting fake REST cloud on 127.0.0.1 (for trying Kiln's retries and takeovers)"
+)]
+struct Args {
     /// Address to listen on: 127.0.0.1 only; port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
@@ -52,7 +58,27 @@ fn rate_arg(s: &str) -> Result<(FaultSpec, f64), ParseError> {
     parse_rate(s)
 }
 
-pub async fn run(args: FaultServerArgs) -> Result<(), Failure> {
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    // Warnings (a failed accept, say) to stderr; FAULT_CLOUD_LOG=debug shows every connection.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("FAULT_CLOUD_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .init();
+    match run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err((code, message)) => {
+            eprintln!("error: {message}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), (u8, String)> {
     let config = FaultConfig {
         listen: args.listen,
         mix: Mix {
@@ -66,10 +92,10 @@ pub async fn run(args: FaultServerArgs) -> Result<(), Failure> {
     };
     let server = FaultServer::start(config).await.map_err(|e| {
         let code = match e {
-            StartError::NotLocal(_) | StartError::BadMix(_) => exit::BAD_INPUT,
-            StartError::Bind { .. } => exit::FAILED,
+            StartError::NotLocal(_) | StartError::BadMix(_) => BAD_INPUT,
+            StartError::Bind { .. } => FAILED,
         };
-        Failure::new(code, e)
+        (code, e.to_string())
     })?;
     for fault in args.script {
         server.inject(fault);

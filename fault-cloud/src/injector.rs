@@ -136,7 +136,7 @@ impl Injector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fault_server::fault::Fault;
+    use crate::fault::Fault;
 
     #[test]
     fn scripted_faults_come_first_and_in_order() {

@@ -1,4 +1,4 @@
-//! The fault-injecting fake cloud (`kiln::fault_server` and `kiln fault-server`), over real HTTP
+//! The fault-injecting fake cloud (the `fault_cloud` library and the `fault-cloud` binary), over real HTTP
 //! on 127.0.0.1: collection semantics, idempotency keys, each fault as a client sees it, seeded
 //! mixes, bearer-token auth and its rotation, latency, the control endpoints, the bind check and
 //! the command.
@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use kiln::fault_server::{
+use fault_cloud::{
     Auth, Fault, FaultConfig, FaultServer, FaultServerHandle, FaultSpec, Mix, RequestRecord,
     StartError, Stats,
 };
@@ -954,7 +954,7 @@ fn lines_of(stdout: std::process::ChildStdout) -> mpsc::Receiver<String> {
 }
 
 /// The next line matching `pred`, within a generous deadline.
-/// Starts `kiln fault-server ARGS` in `dir` and waits for its "listening on URL" line:
+/// Starts `fault-cloud ARGS` in `dir` and waits for its "listening on URL" line:
 /// (the child, its stdout lines, the lines seen so far, the base URL).
 fn start_cli_server(
     dir: &std::path::Path,
@@ -965,11 +965,9 @@ fn start_cli_server(
     Vec<String>,
     String,
 ) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .arg("fault-server")
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fault-cloud"))
         .args(args)
         .current_dir(dir)
-        .env_remove("KILN_CONFIG")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -1127,8 +1125,7 @@ fn the_command_refuses_other_addresses_and_bad_rates() {
         (vec!["--rate", "teapot=0.1"], "unknown fault"),
         (vec!["--token", ""], "the token is empty"),
     ] {
-        let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
-            .arg("fault-server")
+        let out = Command::new(env!("CARGO_BIN_EXE_fault-cloud"))
             .args(&args)
             .output()
             .unwrap();
