@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use kiln::config::{ApiConfig, Config, EngineConfig, TokenConfig};
 use kiln::engine::Engine;
-use kiln::registry::PluginSet;
+use kiln::plugin_set::PluginSet;
 use kiln::store::Store;
 use serde_json::{Value, json};
 use sqlx::{AssertSqlSafe, Connection};

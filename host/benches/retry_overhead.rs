@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use kiln::config::{Config, EngineConfig};
 use kiln::engine::{Engine, Sources};
-use kiln::registry::PluginSet;
+use kiln::plugin_set::PluginSet;
 use kiln::retry::RetryPolicies;
 use kiln::store::Store;
 use kiln::template::{self, SourceFile};

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use kiln::config::{Config, EngineConfig};
 use kiln::engine::{Engine, Sources};
-use kiln::registry::PluginSet;
+use kiln::plugin_set::PluginSet;
 use kiln::store::Store;
 use kiln::template::{self, SourceFile};
 use sqlx::{AssertSqlSafe, Connection};

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::config::{Config, ConfigError};
 use crate::engine::Engine;
-use crate::registry::PluginSet;
+use crate::plugin_set::PluginSet;
 use crate::retry::RetryPolicies;
 use crate::service::Service;
 use crate::store::{Store, StoreError};

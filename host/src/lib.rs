@@ -12,7 +12,7 @@ pub mod engine;
 pub mod logging;
 pub mod metrics;
 pub mod model;
-pub mod registry;
+pub mod plugin_set;
 pub mod retry;
 pub mod runtime;
 pub mod service;

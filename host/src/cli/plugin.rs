@@ -10,7 +10,7 @@ use super::table::render;
 use super::{Failure, Format, exit};
 use crate::allow_list::AllowList;
 use crate::config::{Config, PluginConfig};
-use crate::registry::PluginSet;
+use crate::plugin_set::PluginSet;
 use crate::runtime::{
     CallContext, CallError, Constraint, Current, Decision, ErrorInfo, Failure as PolicyFailure,
     Operation, Plugin, PluginError, PluginRuntime, PluginSpec, PropertySchema, PropertyType,

@@ -9,7 +9,7 @@ use super::plugin::plugin_set_failure;
 use super::table::render;
 use super::{Failure, Format, exit};
 use crate::config::Config;
-use crate::registry::PluginSet;
+use crate::plugin_set::PluginSet;
 use crate::retry::{RetryPolicies, Verdict, decide_with};
 use crate::runtime::{ErrorInfo, Operation, PluginError, ThrottledInfo};
 

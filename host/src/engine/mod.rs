@@ -26,7 +26,7 @@ use tokio::sync::Notify;
 
 use crate::config::EngineConfig;
 use crate::model::OnFailure;
-use crate::registry::PluginSet;
+use crate::plugin_set::PluginSet;
 use crate::retry::RetryPolicies;
 use crate::store::Store;
 pub use change::Change;

@@ -18,7 +18,7 @@ pub use history::{Attempt, summarize};
 pub use judge::{FailedCall, Judgement};
 
 use crate::config::{ConfigError, RetryConfig, RetryRule};
-use crate::registry::PluginSet;
+use crate::plugin_set::PluginSet;
 use crate::runtime::{
     CallError, Decision, ErrorInfo, Failure, Fault, FaultCause, Operation, Plugin, PluginError,
     World,

@@ -4,7 +4,7 @@
 
 mod bindings;
 mod cache;
-mod engine;
+mod wasmtime_engine;
 mod error;
 mod host_state;
 mod http;
@@ -29,7 +29,7 @@ pub use bindings::resource::kiln::plugin::types::{
     CallContext, ErrorInfo, Operation, PluginError, ThrottledInfo,
 };
 pub use cache::CacheOutcome;
-pub use engine::Allocator;
+pub use wasmtime_engine::Allocator;
 pub use error::{CallError, Fault, FaultCause, LoadError};
 pub use outcome::{CheckReport, Done, DriftItem, Outcome, Pending, UpdateOutcome};
 pub use plugin::{Plugin, PluginSpec, Source, World};
@@ -51,14 +51,14 @@ pub(crate) struct RuntimeInner {
     /// Bounds live instances to the pool's size, so a burst of calls waits rather than fails.
     slots: Semaphore,
     http: reqwest::Client,
-    _ticker: engine::Ticker,
+    _ticker: wasmtime_engine::Ticker,
 }
 
 impl PluginRuntime {
     /// Creates a runtime. `max_memory_mib` is the largest memory limit any plugin will get
     /// (it sizes the instance pool).
     pub fn new(config: &RuntimeConfig, max_memory_mib: u64) -> anyhow::Result<Self> {
-        let (engine, allocator) = engine::build(config, max_memory_mib << 20)?;
+        let (engine, allocator) = wasmtime_engine::build(config, max_memory_mib << 20)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| anyhow::anyhow!("{e:#}"))?;
@@ -74,7 +74,7 @@ impl PluginRuntime {
             .build()?;
         Ok(Self {
             inner: Arc::new(RuntimeInner {
-                _ticker: engine::Ticker::start(&engine),
+                _ticker: wasmtime_engine::Ticker::start(&engine),
                 engine,
                 linker,
                 cache,

@@ -13,7 +13,7 @@ use wasmtime::{Store, UpdateDeadline};
 use super::bindings::policy::{RetryPolicy, RetryPolicyPre};
 use super::bindings::resource::{ResourcePlugin, ResourcePluginPre};
 use super::bindings::{CONTRACT_VERSION, policy::exports::kiln::plugin::policy as pol};
-use super::engine::TICK;
+use super::wasmtime_engine::TICK;
 use super::error::{CallError, Fault, FaultCause, LoadError};
 use super::host_state::{CallLabel, HostState, Stop};
 use super::outcome::{CheckReport, Outcome, OutputCheck, UpdateOutcome};

@@ -16,7 +16,7 @@ use requests::{
 use crate::config::Role;
 use crate::engine::{Engine, PlannedChange, Sources, StackOptions, StoredResolver};
 use crate::model::{Action, PlannedAction, Status};
-use crate::registry::PluginSet;
+use crate::plugin_set::PluginSet;
 use crate::store::{EngineStatus, ResourceRow, StackRow, Store};
 use crate::template::{self, SourceFile};
 

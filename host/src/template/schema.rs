@@ -11,7 +11,7 @@ use super::constraints::Constraint;
 use super::expr::Expr;
 use super::functions::{kind, text};
 use super::parameters::boolean;
-use crate::registry::PluginSet;
+use crate::plugin_set::PluginSet;
 use crate::runtime::{PropertyType, TypeSchema};
 
 /// Where resource types come from.
