@@ -8,8 +8,9 @@ mod support;
 use std::time::{Duration, Instant};
 
 use fault_cloud::{FaultConfig, FaultServer, Mix};
-use kiln::config::{Config, EngineConfig};
+use kiln::config::EngineConfig;
 use kiln::engine::Engine;
+use kiln::model::{Action, Liveness, Status};
 use kiln::store::{Claim, ResourceUpdate, Store, StoreError};
 use support::db::backends;
 use support::stacks::{create, run, settle};
@@ -30,12 +31,8 @@ where
 }
 
 async fn engine(url: &str) -> Engine {
-    let plugins = support::stacks::plugins(Config::default(), &[]).await;
-    Engine::new(
-        Store::open(url).await.unwrap(),
-        plugins,
-        EngineConfig::default(),
-    )
+    let store = Store::open(url).await.unwrap();
+    support::stacks::tuned(store, EngineConfig::default(), &[]).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -125,8 +122,8 @@ async fn a_rescued_job_refuses_its_old_holders_writes() {
         );
         // ... and the old holder, waking up late, cannot write.
         let late = ResourceUpdate {
-            action: "CREATE".into(),
-            status: "COMPLETE".into(),
+            action: Action::Create,
+            status: Status::Complete,
             reason: "late".into(),
             physical_id: Some("stale".into()),
             ..Default::default()
@@ -200,11 +197,11 @@ async fn locks_of_dead_holders_are_taken_over_and_engines_show_their_state() {
         let list = store.engine_list().await.unwrap();
         let status = |id: &str| {
             let x = list.iter().find(|x| x.id == id).unwrap();
-            (x.status.clone(), x.leader)
+            (x.status, x.leader)
         };
-        assert_eq!(status("leaving"), ("draining".into(), false));
-        assert_eq!(status("gone"), ("stopped".into(), false));
-        assert_eq!(status("leader"), ("up".into(), true));
+        assert_eq!(status("leaving"), (Liveness::Draining, false));
+        assert_eq!(status("gone"), (Liveness::Stopped, false));
+        assert_eq!(status("leader"), (Liveness::Up, true));
 
         // A holder that never ran as an engine only submitted the action: nothing to take.
         assert!(
@@ -268,12 +265,12 @@ async fn cancel_stops_new_work_and_lets_running_calls_finish() {
             })
             .collect();
         let text = format!("heat_template_version: 2021-04-16\nresources:\n{many}");
-        let plugins = support::stacks::plugins(Config::default(), &[server.base_url()]).await;
         let config = EngineConfig {
             workers: 2,
             ..EngineConfig::default()
         };
-        let e = Engine::new(Store::open(&db.url).await.unwrap(), plugins, config);
+        let store = Store::open(&db.url).await.unwrap();
+        let e = support::stacks::tuned(store, config, &[server.base_url()]).await;
         let store = e.store().clone();
         let row = create(&e, "cancelled", &text).await;
         let running = run(&e);

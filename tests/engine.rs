@@ -4,27 +4,22 @@
 mod support;
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
-use kiln::config::{Config, EngineConfig};
-use kiln::engine::{Engine, Sources};
-use kiln::registry::PluginSet;
+use kiln::config::EngineConfig;
+use kiln::engine::Sources;
+use kiln::model::{Action, Status};
 use kiln::store::{Claim, Claimed, EventRow, Store, StoreError};
 use support::cloud::FakeCloud;
 use support::db::backends;
-use support::stacks::{Running, create, run, settle, validate};
+use support::stacks::{Running, create, run, settle, tuned, validate};
 
-async fn plugins(allow: &[String]) -> Arc<PluginSet> {
-    support::stacks::plugins(Config::default(), allow).await
-}
-
-async fn start(url: &str, plugins: Arc<PluginSet>, workers: u32) -> Running {
+async fn start(url: &str, allow: &[String], workers: u32) -> Running {
     let store = Store::open(url).await.unwrap();
     let config = EngineConfig {
         workers,
         ..EngineConfig::default()
     };
-    run(&Engine::new(store, plugins, config))
+    run(&tuned(store, config, allow).await)
 }
 
 /// A layered DAG: a root, `width` fan-out branches of chains `depth` long, a fan-in, and
@@ -86,7 +81,7 @@ fn positions(events: &[EventRow], action: &str, status: &str) -> HashMap<String,
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_200_resource_dag_is_created_and_deleted_in_dependency_order() {
     for db in backends().await {
-        let run = start(&db.url, plugins(&[]).await, 16).await;
+        let run = start(&db.url, &[], 16).await;
         let store = run.engine.store().clone();
         let (text, deps) = dag(20, 10);
         assert_eq!(deps.len(), 202);
@@ -180,7 +175,7 @@ resources:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failure_fails_the_stack_and_lets_running_siblings_finish() {
     for db in backends().await {
-        let run = start(&db.url, plugins(&[]).await, 4).await;
+        let run = start(&db.url, &[], 4).await;
         let store = run.engine.store().clone();
         let row = create(&run.engine, "failing", FAILING).await;
         let done = settle(&store, &row.id).await;
@@ -239,7 +234,7 @@ resources:
 "#;
     for db in backends().await {
         // One worker: if a wait held it, the creates would run one after another.
-        let run = start(&db.url, plugins(&[]).await, 1).await;
+        let run = start(&db.url, &[], 1).await;
         let store = run.engine.store().clone();
         let row = create(&run.engine, "waits", text).await;
         assert_eq!(settle(&store, &row.id).await.status, "COMPLETE");
@@ -276,7 +271,7 @@ resources:
         url = cloud.url()
     );
     for db in backends().await {
-        let run = start(&db.url, plugins(&[cloud.rule()]).await, 4).await;
+        let run = start(&db.url, &[cloud.rule()], 4).await;
         let store = run.engine.store().clone();
         let before = cloud.objects();
         let row = create(&run.engine, "http", &text).await;
@@ -317,7 +312,7 @@ async fn one_action_per_stack() {
     for db in backends().await {
         // No engine runs: the create stays in progress and holds the lock.
         let store = Store::open(&db.url).await.unwrap();
-        let engine = Engine::new(store.clone(), plugins(&[]).await, EngineConfig::default());
+        let engine = tuned(store.clone(), EngineConfig::default(), &[]).await;
         create(&engine, "busy", text).await;
         match engine.delete_stack("busy").await {
             Err(StoreError::ActionInProgress { stack, action, .. }) => {
@@ -348,7 +343,7 @@ async fn a_stale_lease_cannot_write() {
     let text = "heat_template_version: 2021-04-16\nresources:\n  r: {type: OS::Heat::None}\n";
     for db in backends().await {
         let store = Store::open(&db.url).await.unwrap();
-        let engine = Engine::new(store.clone(), plugins(&[]).await, EngineConfig::default());
+        let engine = tuned(store.clone(), EngineConfig::default(), &[]).await;
         create(&engine, "fenced", text).await;
         // Engine A claims with a lease that has already run out; engine B takes the job over.
         let a = claim(&store, "engine-a", -1000).await;
@@ -356,8 +351,8 @@ async fn a_stale_lease_cannot_write() {
         assert_eq!(a.id, b.id);
         assert!(b.token > a.token);
         let update = kiln::store::ResourceUpdate {
-            action: "CREATE".into(),
-            status: "COMPLETE".into(),
+            action: Action::Create,
+            status: Status::Complete,
             reason: "zombie".into(),
             physical_id: Some("zombie".into()),
             ..Default::default()
@@ -375,7 +370,8 @@ async fn a_stale_lease_cannot_write() {
             ..update
         };
         store.finish(&b, "engine-b", &fresh).await.unwrap();
-        let ended = store.try_finish_traversal(&b.stack_id, b.traversal, &b.operation, "engine-b");
+        let ended =
+            store.try_finish_traversal(&b.stack_id, b.traversal, Action::Create, "engine-b");
         assert!(ended.await.unwrap(), "{}", db.name);
         let row = store.find_stack("fenced").await.unwrap();
         assert_eq!(row.status, "COMPLETE");
@@ -394,14 +390,13 @@ async fn a_traversal_left_stalled_by_a_dead_engine_is_repaired() {
     let text = "heat_template_version: 2021-04-16\nresources:\n  first: {type: OS::Heat::None}\n  second: {type: OS::Heat::None, depends_on: [first]}\n";
     for db in backends().await {
         let store = Store::open(&db.url).await.unwrap();
-        let plugins = plugins(&[]).await;
-        let engine = Engine::new(store.clone(), plugins.clone(), EngineConfig::default());
+        let engine = tuned(store.clone(), EngineConfig::default(), &[]).await;
         let row = create(&engine, "stalled", text).await;
         // An engine finishes `first` and dies before scheduling `second`.
         let job = claim(&store, "dead-engine", 60_000).await;
         let done = kiln::store::ResourceUpdate {
-            action: "CREATE".into(),
-            status: "COMPLETE".into(),
+            action: Action::Create,
+            status: Status::Complete,
             reason: "state changed".into(),
             physical_id: Some("p".into()),
             state: Some("{}".into()),
@@ -418,7 +413,7 @@ async fn a_traversal_left_stalled_by_a_dead_engine_is_repaired() {
             maintenance_interval_ms: 300,
             ..EngineConfig::default()
         };
-        let live = run(&Engine::new(store.clone(), plugins, config));
+        let live = run(&tuned(store.clone(), config, &[]).await);
         let end = settle(&store, &row.id).await;
         assert_eq!(end.status, "COMPLETE", "{}: {}", db.name, end.status_reason);
         live.shutdown().await;
@@ -446,7 +441,7 @@ async fn the_per_stack_limit_bounds_running_jobs_and_spares_other_stacks() {
             max_concurrent_per_stack: 2,
             ..EngineConfig::default()
         };
-        let engine = Engine::new(store.clone(), plugins(&[cloud.rule()]).await, config);
+        let engine = tuned(store.clone(), config, &[cloud.rule()]).await;
         let first = create(&engine, "limited-1", &text).await;
         let second = create(&engine, "limited-2", &text).await;
         let running = run(&engine);
@@ -496,7 +491,7 @@ async fn a_job_the_engine_cannot_work_fails_its_resource_instead_of_coming_back_
     let text = "heat_template_version: 2021-04-16\nresources:\n  a:\n    type: OS::Heat::None\n";
     for db in backends().await {
         let store = Store::open(&db.url).await.unwrap();
-        let engine = Engine::new(store.clone(), plugins(&[]).await, EngineConfig::default());
+        let engine = tuned(store.clone(), EngineConfig::default(), &[]).await;
         let row = create(&engine, "damaged", text).await;
         sqlx::any::install_default_drivers();
         let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&db.url)

@@ -8,8 +8,7 @@ mod support;
 use std::collections::{BTreeMap, HashMap};
 
 use fault_cloud::RequestRecord;
-use kiln::config::{Config, EngineConfig};
-use kiln::engine::Engine;
+use kiln::config::Config;
 use kiln::store::{EventRow, Store};
 use support::cloud::FakeCloud;
 use support::db::backends;
@@ -19,14 +18,10 @@ async fn start(url: &str, allow: &[String], workers: u32) -> Running {
     start_with(Config::default(), url, allow, workers).await
 }
 
-async fn start_with(config: Config, url: &str, allow: &[String], workers: u32) -> Running {
-    let plugins = support::stacks::plugins(config, allow).await;
+async fn start_with(mut config: Config, url: &str, allow: &[String], workers: u32) -> Running {
     let store = Store::open(url).await.unwrap();
-    let config = EngineConfig {
-        workers,
-        ..EngineConfig::default()
-    };
-    run(&Engine::new(store, plugins, config))
+    config.engine.workers = workers;
+    run(&support::stacks::engine(store, config, allow).await)
 }
 
 /// The events of the stack's current action (from its "started" event on).
@@ -160,7 +155,7 @@ async fn update_leaves_updates_replaces_and_removes_as_the_schema_says_and_previ
         );
         let planned: BTreeMap<String, String> = plan
             .iter()
-            .map(|c| (c.resource.clone(), c.action.clone()))
+            .map(|c| (c.resource.clone(), c.action.to_string()))
             .collect();
         let expected: BTreeMap<String, String> = [
             ("added", "create"),
@@ -390,7 +385,7 @@ async fn a_500_member_group_whose_member_250_failed_is_resumed_and_fixed_without
         // its template says so), nothing that worked is touched.
         let same = validate(&group(500, "250"), &run.engine);
         let mut sources = run.engine.sources(&row).await.unwrap();
-        sources.options.on_failure = kiln::engine::OnFailure::Continue;
+        sources.options.on_failure = kiln::model::OnFailure::Continue;
         run.engine
             .update_stack("big", &same, &sources)
             .await
@@ -572,7 +567,8 @@ async fn a_rolling_update_replaces_at_most_max_batch_size_members_at_once_and_sc
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_failure_continue_finishes_every_branch_that_does_not_need_the_failure() {
-    use kiln::engine::{OnFailure, StackOptions};
+    use kiln::engine::StackOptions;
+    use kiln::model::OnFailure;
     for db in backends().await {
         let run = start(&db.url, &[], 4).await;
         let store = run.engine.store().clone();
@@ -1060,7 +1056,8 @@ async fn a_plugin_configured_delete_first_is_replaced_old_object_first() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resource_timeout_fires_from_another_engine_and_spares_the_rest() {
-    use kiln::engine::{OnFailure, StackOptions};
+    use kiln::engine::StackOptions;
+    use kiln::model::OnFailure;
     for db in backends().await {
         let first = start(&db.url, &[], 4).await;
         let store = first.engine.store().clone();

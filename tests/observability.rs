@@ -9,13 +9,11 @@
 
 mod support;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use kiln::config::{Config, EngineConfig};
+use kiln::config::EngineConfig;
 use kiln::engine::Engine;
 use kiln::metrics;
-use kiln::registry::PluginSet;
 use kiln::store::{Claim, Claimed, QueueStats, Store};
 use serde_json::Value;
 use support::db::backends;
@@ -29,14 +27,10 @@ const SHORT: Duration = Duration::from_secs(60);
 static COUNTING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const LONG: Duration = Duration::from_secs(180);
 
-async fn plugins() -> Arc<PluginSet> {
-    support::stacks::plugins(Config::default(), &[]).await
-}
-
 /// An engine on `url` (not running: `support::stacks::run` starts its workers).
-async fn engine(url: &str, plugins: Arc<PluginSet>) -> Engine {
+async fn engine(url: &str) -> Engine {
     let store = Store::open(url).await.unwrap();
-    Engine::new(store, plugins, EngineConfig::default())
+    support::stacks::tuned(store, EngineConfig::default(), &[]).await
 }
 
 /// One series of this process's metrics, 0 before its first sample.
@@ -88,7 +82,7 @@ resources:
 async fn jobs_and_plugin_calls_are_counted_by_operation_and_type() {
     let _counting = COUNTING.lock().await;
     for db in backends().await {
-        let running = run(&engine(&db.url, plugins().await).await);
+        let running = run(&engine(&db.url).await);
         let store = running.engine.store().clone();
         let claimed = jobs("claimed", "create");
         let completed = jobs("completed", "create");
@@ -168,7 +162,7 @@ async fn jobs_and_plugin_calls_are_counted_by_operation_and_type() {
 async fn a_resource_that_fails_for_good_counts_a_failed_job() {
     let _counting = COUNTING.lock().await;
     for db in backends().await {
-        let running = run(&engine(&db.url, plugins().await).await);
+        let running = run(&engine(&db.url).await);
         let store = running.engine.store().clone();
         let failed = jobs("failed", "create");
         let errors = calls(TEST, "create", "error");
@@ -212,7 +206,7 @@ async fn claim(store: &Store, engine: &str) -> Claimed {
 async fn the_queue_gauges_are_read_from_the_database() {
     for db in backends().await {
         // No engine runs: this test moves the jobs itself, as an engine would.
-        let engine = engine(&db.url, plugins().await).await;
+        let engine = engine(&db.url).await;
         let store = engine.store().clone();
         let (queue, up) = gauges(&store).await;
         assert_eq!((queue, up), (QueueStats::default(), 0), "{}", db.name);
@@ -319,7 +313,7 @@ async fn an_engine_logs_json_lines_naming_the_stack_and_traversal_of_each_job() 
             .start_engine_with(&[("KILN_LOG__FORMAT", "json"), ("KILN_LOG", "info")])
             .await;
         // The stack is stored from here; the engine process does all the work.
-        let submitter = engine(&db.url, plugins().await).await;
+        let submitter = engine(&db.url).await;
         let store = submitter.store().clone();
         let row = create(&submitter, "logged", SMALL).await;
         let done = wait_for(LONG, "the stack to be created", async || {

@@ -6,9 +6,9 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use kiln::config::{Config, EngineConfig};
-use kiln::engine::{Engine, OnFailure, StackOptions};
-use kiln::retry::RetryPolicies;
+use kiln::config::Config;
+use kiln::engine::{Engine, StackOptions};
+use kiln::model::OnFailure;
 use kiln::store::Store;
 use support::cloud::{FakeCloud, Inject};
 use support::db::backends;
@@ -39,10 +39,8 @@ async fn engine(url: &str, allow: &[String]) -> Engine {
 
 async fn engine_with(retry: &str, url: &str, allow: &[String]) -> Engine {
     let config = Config::parse(retry, "retry.toml").unwrap();
-    let plugins = support::stacks::plugins(config.clone(), allow).await;
-    let policies = RetryPolicies::load(&config.retry, &plugins).await.unwrap();
     let store = Store::open(url).await.unwrap();
-    Engine::new(store, plugins, EngineConfig::default()).with_retry(policies)
+    support::stacks::engine(store, config, allow).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use kiln::config::Config;
-use kiln::registry::PluginSet;
+use kiln::plugin_set::PluginSet;
 use kiln::template::{EvalError, Resolver, SourceFile, Stack, TemplateError, validate};
 use serde_json::{Value, json};
 use tokio::sync::OnceCell;

@@ -14,12 +14,10 @@
 //!
 //! Prints a table; figures are recorded in BENCHMARKS.md.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kiln::config::{ApiConfig, Config, EngineConfig, TokenConfig};
-use kiln::engine::Engine;
-use kiln::plugin_set::PluginSet;
+use kiln::app::{App, Plugins};
+use kiln::config::{ApiConfig, Config, TokenConfig};
 use kiln::store::Store;
 use serde_json::{Value, json};
 use sqlx::{AssertSqlSafe, Connection};
@@ -71,9 +69,12 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[i].as_secs_f64() * 1000.0
 }
 
-async fn run(backend: &str, url: &str, plugins: Arc<PluginSet>, n: usize) -> Vec<Vec<String>> {
+async fn run(backend: &str, url: &str, config: &Config, n: usize) -> Vec<Vec<String>> {
     let store = Store::open(url).await.unwrap();
-    let engine = Engine::new(store, plugins, EngineConfig::default());
+    let engine = App::on_store(config, store, Plugins::Load)
+        .await
+        .unwrap()
+        .engine;
     let api = ApiConfig {
         tokens: vec![TokenConfig {
             token: Some(TOKEN.into()),
@@ -177,10 +178,10 @@ async fn main() {
         .skip(1)
         .find_map(|a| a.parse().ok())
         .unwrap_or(500);
-    let plugins = Arc::new(PluginSet::load(&Config::default()).await.unwrap());
+    let config = Config::default();
     let dir = tempfile::tempdir().unwrap();
     let sqlite = format!("sqlite://{}", dir.path().join("bench.db").display());
-    let mut rows = run("sqlite", &sqlite, plugins.clone(), n).await;
+    let mut rows = run("sqlite", &sqlite, &config, n).await;
     if let Ok(base) = std::env::var("KILN_TEST_DATABASE_URL") {
         sqlx::any::install_default_drivers();
         let name = format!("kiln_bench_{:08x}", rand::random::<u32>());
@@ -190,7 +191,7 @@ async fn main() {
             .await
             .unwrap();
         let url = format!("{}/{name}", base.rsplit_once('/').unwrap().0);
-        rows.extend(run("postgres", &url, plugins.clone(), n).await);
+        rows.extend(run("postgres", &url, &config, n).await);
         let drop = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
         let _ = sqlx::query(AssertSqlSafe(drop)).execute(&mut conn).await;
     }

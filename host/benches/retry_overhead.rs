@@ -9,13 +9,11 @@
 //!
 //! Prints a table; figures are recorded in BENCHMARKS.md.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use kiln::app::{App, Plugins};
 use kiln::config::{Config, EngineConfig};
 use kiln::engine::{Engine, Sources};
-use kiln::plugin_set::PluginSet;
-use kiln::retry::RetryPolicies;
 use kiln::store::Store;
 use kiln::template::{self, SourceFile};
 use sqlx::{AssertSqlSafe, Connection};
@@ -80,10 +78,12 @@ async fn create(engine: &Engine, n: usize, fail_attempts: u32) -> f64 {
     t.elapsed().as_secs_f64()
 }
 
-async fn run(backend: &str, url: &str, config: &Config, plugins: Arc<PluginSet>, n: usize) {
+async fn run(backend: &str, url: &str, config: &Config, n: usize) {
     let store = Store::open(url).await.unwrap();
-    let policies = RetryPolicies::load(&config.retry, &plugins).await.unwrap();
-    let engine = Engine::new(store, plugins, EngineConfig::default()).with_retry(policies);
+    let engine = App::on_store(config, store, Plugins::Load)
+        .await
+        .unwrap()
+        .engine;
     let (stop, rx) = watch::channel(false);
     let task = tokio::spawn({
         let engine = engine.clone();
@@ -116,7 +116,6 @@ fn main() {
     rt.block_on(async {
         let mut config = Config::parse(CONFIG, "bench").unwrap();
         config.runtime.cache_dir = Some(std::env::temp_dir().join("kiln-bench-cache"));
-        let plugins = Arc::new(PluginSet::load(&config).await.unwrap());
         println!(
             "retry overhead, OS::Heat::TestResource, {} engine workers, policy fixed-interval 0 ms\n",
             EngineConfig::default().workers
@@ -125,14 +124,14 @@ fn main() {
         println!("|----------|-------|------------|----------------|------------------|---------------------|");
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("bench.db").display());
-        run("sqlite", &url, &config, plugins.clone(), n).await;
+        run("sqlite", &url, &config, n).await;
         if let Ok(base) = std::env::var("KILN_TEST_DATABASE_URL") {
             sqlx::any::install_default_drivers();
             let name = format!("kiln_bench_{:08x}", rand::random::<u32>());
             let mut conn = sqlx::AnyConnection::connect(&base).await.unwrap();
             sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await.unwrap();
             let (prefix, _) = base.rsplit_once('/').unwrap();
-            run("postgres", &format!("{prefix}/{name}"), &config, plugins.clone(), n).await;
+            run("postgres", &format!("{prefix}/{name}"), &config, n).await;
             sqlx::query(AssertSqlSafe(format!("DROP DATABASE {name} WITH (FORCE)"))).execute(&mut conn).await.unwrap();
         } else {
             println!("(PostgreSQL skipped: set KILN_TEST_DATABASE_URL)");

@@ -8,12 +8,11 @@
 //!
 //! Prints a table; figures are recorded in BENCHMARKS.md.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use kiln::app::{App, Plugins};
 use kiln::config::{Config, EngineConfig};
 use kiln::engine::{Engine, Sources};
-use kiln::plugin_set::PluginSet;
 use kiln::store::Store;
 use kiln::template::{self, SourceFile};
 use sqlx::{AssertSqlSafe, Connection};
@@ -67,9 +66,12 @@ async fn settle(store: &Store, id: &str) -> String {
     }
 }
 
-async fn run(backend: &str, url: &str, plugins: Arc<PluginSet>, n: usize) {
+async fn run(backend: &str, url: &str, config: &Config, n: usize) {
     let store = Store::open(url).await.unwrap();
-    let engine = Engine::new(store.clone(), plugins, EngineConfig::default());
+    let engine = App::on_store(config, store.clone(), Plugins::Load)
+        .await
+        .unwrap()
+        .engine;
     let (stop, rx) = watch::channel(false);
     let task = tokio::spawn({
         let engine = engine.clone();
@@ -138,14 +140,13 @@ fn main() {
     rt.block_on(async {
         let mut config = Config::default();
         config.runtime.cache_dir = Some(std::env::temp_dir().join("kiln-bench-cache"));
-        let plugins = Arc::new(PluginSet::load(&config).await.unwrap());
         println!("stack throughput, OS::Heat::None resources, {} engine workers\n", EngineConfig::default().workers);
         println!("| backend  |      n | validate ms | create s | create r/s | unchanged r/s | in-place r/s | delete s | delete r/s | peak RSS MiB |");
         println!("|----------|--------|-------------|----------|------------|---------------|--------------|----------|------------|--------------|");
         for &n in &sizes {
             let dir = tempfile::tempdir().unwrap();
             let url = format!("sqlite://{}", dir.path().join("bench.db").display());
-            run("sqlite", &url, plugins.clone(), n).await;
+            run("sqlite", &url, &config, n).await;
         }
         if let Ok(base) = std::env::var("KILN_TEST_DATABASE_URL") {
             sqlx::any::install_default_drivers();
@@ -154,7 +155,7 @@ fn main() {
                 let mut conn = sqlx::AnyConnection::connect(&base).await.unwrap();
                 sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await.unwrap();
                 let (prefix, _) = base.rsplit_once('/').unwrap();
-                run("postgres", &format!("{prefix}/{name}"), plugins.clone(), n).await;
+                run("postgres", &format!("{prefix}/{name}"), &config, n).await;
                 sqlx::query(AssertSqlSafe(format!("DROP DATABASE {name} WITH (FORCE)"))).execute(&mut conn).await.unwrap();
             }
         } else {

@@ -72,7 +72,7 @@ impl App {
                 let policies = RetryPolicies::load(&config.retry, &set)
                     .await
                     .map_err(AppError::RetryPolicies)?;
-                Engine::new(store, Arc::new(set), config.engine.clone()).with_retry(policies)
+                Engine::new(store, Arc::new(set), Some(policies), config.engine.clone())
             }
             Plugins::Skip => {
                 let mut bare = config.clone();
@@ -80,7 +80,7 @@ impl App {
                 bare.runtime.plugins_dir = None;
                 bare.plugins.clear();
                 let set = PluginSet::load(&bare).await.map_err(AppError::Plugins)?;
-                Engine::new(store, Arc::new(set), config.engine.clone())
+                Engine::new(store, Arc::new(set), None, config.engine.clone())
             }
         };
         let service = Service::new(engine.clone(), config.api.events_page_size);

@@ -1,5 +1,6 @@
 //! `kiln.toml`: every key has a default, and an unknown key is an error naming it.
-//! This part holds what the plugin runtime needs; the engine's sections join it later.
+//! Longer than a file should be, on purpose: it is the config schema, every section and key
+//! with its default and its check, which an operator reads in one place.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use kiln::config::{ApiConfig, Config, TokenConfig};
+use kiln::config::{ApiConfig, TokenConfig};
 
 /// A running API (and engine) on one database.
 pub struct ApiServer {
@@ -20,14 +20,13 @@ impl ApiServer {
     /// Serves `db_url` with these tokens (none: the open API) and body limit.
     pub async fn start(db_url: &str, tokens: Vec<TokenConfig>, max_body_bytes: usize) -> Self {
         let store = kiln::store::Store::open(db_url).await.unwrap();
-        let plugins = super::stacks::plugins(Config::default(), &[]).await;
         // Idle workers look for jobs often, so that tests see progress soon.
         let config = kiln::config::EngineConfig {
             workers: 8,
             poll_interval_ms: 50,
             ..Default::default()
         };
-        let engine = kiln::engine::Engine::new(store, plugins, config);
+        let engine = super::stacks::tuned(store, config, &[]).await;
         let api = ApiConfig {
             tokens,
             events_page_size: 50,

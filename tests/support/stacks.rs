@@ -4,15 +4,16 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kiln::config::Config;
+use kiln::app::{App, Plugins};
+use kiln::config::{Config, EngineConfig};
 use kiln::engine::{Engine, Sources, StackOptions};
-use kiln::registry::PluginSet;
+use kiln::plugin_set::PluginSet;
 use kiln::store::{StackRow, Store};
 use kiln::template::{self, SourceFile};
 use tokio::sync::watch;
 
-/// The plugins of `config` (with the tests' shared cache), `http-resource` allowed `allow`.
-pub async fn plugins(mut config: Config, allow: &[String]) -> Arc<PluginSet> {
+/// `config` with the tests' shared component cache and `http-resource` allowed `allow`.
+fn for_tests(mut config: Config, allow: &[String]) -> Config {
     config.runtime.cache_dir = Some(super::shared_cache());
     // Keeps the rest of a configured `[plugins.http-resource]` (its credentials, say).
     config
@@ -20,7 +21,31 @@ pub async fn plugins(mut config: Config, allow: &[String]) -> Arc<PluginSet> {
         .entry("http-resource".into())
         .or_default()
         .allow_http = allow.to_vec();
-    Arc::new(PluginSet::load(&config).await.unwrap())
+    config
+}
+
+/// The plugins of `config` (with the tests' shared cache), `http-resource` allowed `allow`.
+pub async fn plugins(config: Config, allow: &[String]) -> Arc<PluginSet> {
+    Arc::new(PluginSet::load(&for_tests(config, allow)).await.unwrap())
+}
+
+/// An engine on `store`, built as `kiln` builds one (`kiln::app::App`): the plugins and retry
+/// policies of `config` (with the tests' shared cache, `http-resource` allowed `allow`).
+pub async fn engine(store: Store, config: Config, allow: &[String]) -> Engine {
+    let config = for_tests(config, allow);
+    match App::on_store(&config, store, Plugins::Load).await {
+        Ok(app) => app.engine,
+        Err(e) => panic!("the engine cannot be built: {e}"),
+    }
+}
+
+/// `engine` with the default configuration but for the engine's own tuning.
+pub async fn tuned(store: Store, tuning: EngineConfig, allow: &[String]) -> Engine {
+    let config = Config {
+        engine: tuning,
+        ..Config::default()
+    };
+    engine(store, config, allow).await
 }
 
 /// An engine's workers running until `shutdown`.

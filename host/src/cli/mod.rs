@@ -3,6 +3,8 @@
 mod backend;
 mod engine;
 mod plugin;
+mod progress;
+mod resource;
 mod retry;
 mod serve;
 mod stack;
@@ -112,7 +114,7 @@ enum Command {
     Stack(stack::StackCommand),
     /// A stack's resources.
     #[command(subcommand)]
-    Resource(stack::ResourceCommand),
+    Resource(resource::ResourceCommand),
     /// Run an engine (work through every stack's jobs until SIGTERM, then drain), or
     /// `engine list` the engines sharing the database.
     Engine(engine::EngineArgs),
@@ -187,7 +189,7 @@ pub async fn run(cli: Cli) -> ExitCode {
                 Command::Plugin(cmd) => plugin::run(cmd, &config).await,
                 Command::Validate(args) => validate::run(args, &config, &target).await,
                 Command::Stack(cmd) => stack::run_stack(cmd, &config, &target).await,
-                Command::Resource(cmd) => stack::run_resource(cmd, &config, &target).await,
+                Command::Resource(cmd) => resource::run(cmd, &config, &target).await,
                 Command::Engine(args) => engine::run(args, &config, &target).await,
                 Command::Serve(args) => serve::serve(args, &config, true).await,
                 Command::Api(args) => serve::serve(args, &config, false).await,

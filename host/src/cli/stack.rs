@@ -1,23 +1,22 @@
-//! `kiln stack ...` and `kiln resource ...`: in embedded mode the engine runs in this process
+//! `kiln stack ...`: in embedded mode the engine runs in this process
 //! against the configured database (SQLite by default) and a waiting command works through
 //! jobs until its stack's action ends; with `--url` the same commands ask a Kiln server
-//! (`backend.rs`), and print the same.
+//! (`backend.rs`), and print the same. Waiting and its progress: `progress.rs`.
 
-use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
-use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
 use super::backend::{Act, Backend, Needs, Target};
+use super::progress::{after_start, event_cells, follow_events, wait_unless};
 use super::table::render;
 use super::validate::{TemplateArgs, key_value, parameter_map};
 use super::{Failure, Format, api_failure, exit};
 use crate::config::Config;
-use crate::model::{Action, EventStatus, OnFailure, PlannedAction, Status};
+use crate::model::{OnFailure, PlannedAction, Status};
 use crate::service::requests::{CancelStack, CreateStack, OutputValue, Preview, UpdateStack};
-use crate::store::{EventRow, StackRow, format_ms};
+use crate::store::format_ms;
 use crate::template::SourceFile;
 
 #[derive(Subcommand)]
@@ -162,23 +161,6 @@ pub struct UpdateArgs {
     /// Stop rolling back failed actions.
     #[arg(long)]
     disable_rollback: bool,
-}
-
-#[derive(Subcommand)]
-pub enum ResourceCommand {
-    /// A stack's resources.
-    List {
-        stack: String,
-        #[arg(long, value_enum, default_value_t)]
-        format: Format,
-    },
-    /// One resource, with its attributes.
-    Show {
-        stack: String,
-        resource: String,
-        #[arg(long, value_enum, default_value_t)]
-        format: Format,
-    },
 }
 
 /// What a command needs: starting actions and validating need the plugins.
@@ -333,70 +315,6 @@ pub async fn run_stack(cmd: StackCommand, config: &Config, target: &Target) -> R
     }
 }
 
-pub async fn run_resource(
-    cmd: ResourceCommand,
-    config: &Config,
-    target: &Target,
-) -> Result<(), Failure> {
-    let backend = Backend::connect(config, target, Needs::Store).await?;
-    match cmd {
-        ResourceCommand::List { stack, format } => {
-            let resources = backend.resources(&stack).await.map_err(api_failure)?;
-            match format {
-                Format::Json => println!("{}", serde_json::to_string_pretty(&resources).unwrap()),
-                Format::Table => {
-                    let rows: Vec<Vec<String>> = resources
-                        .iter()
-                        .map(|r| {
-                            vec![
-                                r.name.clone(),
-                                r.type_name.clone(),
-                                format!("{}_{}", r.action, r.status),
-                                r.physical_id.clone().unwrap_or_default(),
-                                r.status_reason.clone(),
-                            ]
-                        })
-                        .collect();
-                    print!(
-                        "{}",
-                        render(&["NAME", "TYPE", "STATUS", "PHYSICAL ID", "REASON"], &rows)
-                    );
-                }
-            }
-            Ok(())
-        }
-        ResourceCommand::Show {
-            stack,
-            resource,
-            format,
-        } => {
-            let r = backend
-                .resource(&stack, &resource)
-                .await
-                .map_err(api_failure)?;
-            match format {
-                Format::Json => println!("{}", serde_json::to_string_pretty(&r).unwrap()),
-                Format::Table => {
-                    println!("name:        {}", r.name);
-                    println!("type:        {}", r.type_name);
-                    println!("status:      {}_{}", r.action, r.status);
-                    println!("reason:      {}", r.status_reason);
-                    println!("physical id: {}", r.physical_id.as_deref().unwrap_or(""));
-                    println!("updated:     {}", format_ms(r.updated_at));
-                    if let Some(Value::Object(attrs)) = &r.attributes {
-                        let rows: Vec<Vec<String>> = attrs
-                            .iter()
-                            .map(|(k, v)| vec![k.clone(), cell(v)])
-                            .collect();
-                        print!("{}", render(&["ATTRIBUTE", "VALUE"], &rows));
-                    }
-                }
-            }
-            Ok(())
-        }
-    }
-}
-
 impl UpdateArgs {
     /// The update as a request: the files given are read here; with `--existing` whatever
     /// is not given is kept from what the stack was made from (the service merges).
@@ -435,37 +353,6 @@ impl UpdateArgs {
     }
 }
 
-/// After an action started: return at once (`--no-wait`), or wait and show the outcome.
-async fn after_start(
-    b: &Backend,
-    row: &StackRow,
-    no_wait: bool,
-    format: Format,
-) -> Result<(), Failure> {
-    if no_wait {
-        println!("{} {}_{} (id {})", row.name, row.action, row.status, row.id);
-        return Ok(());
-    }
-    let row = if row.status == Status::InProgress {
-        wait(b, row).await?
-    } else {
-        row.clone()
-    };
-    let outs = b.outputs(&row.id).await.map_err(api_failure)?;
-    print_outputs(&outs, format);
-    finished(&row)
-}
-
-/// After an action with no outputs to show (delete, check) started: return at once
-/// (`--no-wait`), or wait for its end.
-async fn wait_unless(b: &Backend, row: &StackRow, no_wait: bool) -> Result<(), Failure> {
-    if no_wait {
-        println!("{} {}_{}", row.name, row.action, row.status);
-        return Ok(());
-    }
-    finished(&wait(b, row).await?)
-}
-
 /// A preview as a table (with each changed property) or JSON.
 fn print_preview(preview: &Preview, format: Format) {
     let (changes, summary) = (&preview.changes, &preview.summary);
@@ -500,143 +387,7 @@ fn print_preview(preview: &Preview, format: Format) {
     println!("Preview of {}: {summary}.", preview.stack);
 }
 
-/// Prints the stack's events as they happen, until its current action has ended and every
-/// event of it is shown.
-async fn follow_events(b: &Backend, row: &StackRow, format: Format) -> Result<(), Failure> {
-    let mut last = 0;
-    loop {
-        // Read the status first: events written before an action ends are then all seen.
-        let current = b.show(&row.id, false).await.map_err(api_failure)?.stack;
-        let events = b.events(&row.id, last).await.map_err(api_failure)?;
-        for e in &events {
-            last = e.id;
-            match format {
-                Format::Json => println!("{}", serde_json::to_string(e).unwrap()),
-                Format::Table => println!("{}", event_cells(e).join("  ")),
-            }
-        }
-        let _ = std::io::stdout().flush();
-        if current.status != Status::InProgress {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
-/// Waits until the stack's action ends, showing progress: every event as a line, and on a
-/// terminal a status line with counts and current resources. In embedded mode this
-/// process's engine does the work meanwhile.
-async fn wait(b: &Backend, row: &StackRow) -> Result<StackRow, Failure> {
-    let working = b.work();
-    let result = watch_progress(b, row).await;
-    if let Some((stop_tx, task)) = working {
-        let _ = stop_tx.send(true);
-        let _ = task.await;
-    }
-    result
-}
-
-async fn watch_progress(b: &Backend, row: &StackRow) -> Result<StackRow, Failure> {
-    let tty = std::io::stderr().is_terminal();
-    // Show this action's events: from its "Stack ... started" event on.
-    let earlier = b.events(&row.id, 0).await.map_err(api_failure)?;
-    let mut last_event = earlier
-        .iter()
-        .rev()
-        .find(|e| {
-            e.resource.is_none() && e.action == row.action && e.status == EventStatus::InProgress
-        })
-        .map_or(0, |e| e.id - 1);
-    let mut watched = row.traversal;
-    loop {
-        let shown = b.show(&row.id, false).await.map_err(api_failure)?;
-        let current = &shown.stack;
-        let events = b.events(&row.id, last_event).await.map_err(api_failure)?;
-        if tty {
-            eprint!("\r\x1b[2K");
-        }
-        for e in &events {
-            last_event = e.id;
-            if !tty || e.status == EventStatus::Failed || e.resource.is_none() {
-                eprintln!("{}", event_cells(e).join("  "));
-            }
-        }
-        if current.status != Status::InProgress {
-            return Ok(shown.stack);
-        }
-        if current.traversal != watched {
-            if current.action != Action::Rollback || current.traversal != watched + 1 {
-                // Another action took over the stack.
-                return Ok(shown.stack);
-            }
-            // The action failed and its rollback started: follow it to its end.
-            watched = current.traversal;
-        }
-        if tty {
-            let counts: Vec<String> = shown
-                .resources
-                .iter()
-                .map(|c| format!("{} {}", c.count, c.status))
-                .collect();
-            let busy = if shown.in_progress.is_empty() {
-                String::new()
-            } else {
-                format!(" — {}", shown.in_progress.join(", "))
-            };
-            let line = format!(
-                "{} {}_IN_PROGRESS: {}{busy}",
-                current.name,
-                current.action,
-                counts.join(", ")
-            );
-            // One terminal line, so that the next redraw overwrites it.
-            eprint!("{}", line.chars().take(110).collect::<String>());
-            let _ = std::io::stderr().flush();
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-fn finished(row: &StackRow) -> Result<(), Failure> {
-    if row.action == Action::Rollback {
-        // Rolled back (or failed to): the action asked for did not happen.
-        let outcome = if row.status == Status::Complete {
-            "was rolled back".to_string()
-        } else {
-            format!("its rollback failed too: {}", row.status_reason)
-        };
-        return Err(Failure::new(
-            exit::FAILED,
-            format!(
-                "{} ROLLBACK_{}: the action failed and {outcome}; see `kiln stack events {}`",
-                row.name, row.status, row.name
-            ),
-        ));
-    }
-    if row.status == Status::Complete {
-        println!("{} {}_COMPLETE", row.name, row.action);
-        Ok(())
-    } else {
-        Err(Failure::new(
-            exit::FAILED,
-            format!(
-                "{} {}_{}: {}",
-                row.name, row.action, row.status, row.status_reason
-            ),
-        ))
-    }
-}
-
-fn event_cells(e: &EventRow) -> Vec<String> {
-    vec![
-        format_ms(e.at),
-        e.resource.clone().unwrap_or_else(|| "(stack)".into()),
-        format!("{}_{}", e.action, e.status),
-        e.reason.clone(),
-    ]
-}
-
-fn cell(v: &Value) -> String {
+pub(super) fn cell(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         v => v.to_string(),
@@ -657,7 +408,7 @@ fn outputs_map(outs: &[OutputValue]) -> serde_json::Map<String, Value> {
         .collect()
 }
 
-fn print_outputs(outs: &[OutputValue], format: Format) {
+pub(super) fn print_outputs(outs: &[OutputValue], format: Format) {
     match format {
         Format::Json => println!(
             "{}",

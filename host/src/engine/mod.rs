@@ -51,7 +51,7 @@ struct Inner {
     /// Parsed templates by stack id, tagged with their traversal.
     plans: Mutex<HashMap<String, Arc<Plan>>>,
     host: String,
-    /// Retry policies; None when no policy plugin is loaded (then a failed call fails).
+    /// Retry policies; None in a process that only reads (then a failed call fails).
     retry: Option<Arc<RetryPolicies>>,
     /// Jobs this engine is working on, by stack (for the per-stack limit).
     running: Mutex<HashMap<String, usize>>,
@@ -91,8 +91,16 @@ impl StackOptions {
 }
 
 impl Engine {
-    pub fn new(store: Store, plugins: Arc<PluginSet>, config: EngineConfig) -> Self {
-        let retry = RetryPolicies::defaults(&plugins).map(Arc::new);
+    /// Only `app::App` builds engines, so that every engine runs with the configured plugins
+    /// and retry policies. Without policies (`None`: a process that only reads) a failed call
+    /// fails at once.
+    pub(crate) fn new(
+        store: Store,
+        plugins: Arc<PluginSet>,
+        retry: Option<RetryPolicies>,
+        config: EngineConfig,
+    ) -> Self {
+        let retry = retry.map(Arc::new);
         let host = hostname();
         let id = format!(
             "{host}-{}-{:04x}",
@@ -112,15 +120,6 @@ impl Engine {
                 retry,
             }),
         }
-    }
-
-    /// Uses the configured retry policies (`RetryPolicies::load`) instead of the default one.
-    /// Call before the engine is cloned or run.
-    pub fn with_retry(mut self, policies: RetryPolicies) -> Self {
-        Arc::get_mut(&mut self.inner)
-            .expect("with_retry before the engine is shared")
-            .retry = Some(Arc::new(policies));
-        self
     }
 
     pub fn id(&self) -> &str {

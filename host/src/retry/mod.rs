@@ -111,23 +111,6 @@ impl RetryPolicies {
         })
     }
 
-    /// Just the default policy (`exponential-backoff` with its own defaults), when loaded.
-    pub fn defaults(plugins: &PluginSet) -> Option<Self> {
-        let plugin = plugins
-            .plugin(DEFAULT_COMPONENT)
-            .filter(|p| p.world() == World::RetryPolicy)?;
-        let policy = Policy {
-            name: "default".into(),
-            plugin: plugin.clone(),
-            params: Value::Object(Default::default()),
-        };
-        Some(Self {
-            policies: BTreeMap::from([("default".to_string(), policy)]),
-            rules: Vec::new(),
-            budget: RetryBudget::new(&Default::default()),
-        })
-    }
-
     /// The policy for a failure: the first rule whose types, operations and error kinds all
     /// match (an empty list matches anything), else `default`.
     pub fn choose(&self, resource_type: &str, operation: Operation, kind: &str) -> &Policy {

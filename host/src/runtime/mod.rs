@@ -4,7 +4,7 @@
 
 mod bindings;
 mod cache;
-mod wasmtime_engine;
+mod contract;
 mod error;
 mod host_state;
 mod http;
@@ -12,6 +12,7 @@ mod log;
 mod outcome;
 mod plugin;
 mod stderr;
+mod wasmtime_engine;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -29,10 +30,10 @@ pub use bindings::resource::kiln::plugin::types::{
     CallContext, ErrorInfo, Operation, PluginError, ThrottledInfo,
 };
 pub use cache::CacheOutcome;
-pub use wasmtime_engine::Allocator;
 pub use error::{CallError, Fault, FaultCause, LoadError};
 pub use outcome::{CheckReport, Done, DriftItem, Outcome, Pending, UpdateOutcome};
 pub use plugin::{Plugin, PluginSpec, Source, World};
+pub use wasmtime_engine::Allocator;
 
 use crate::config::RuntimeConfig;
 use host_state::HostState;

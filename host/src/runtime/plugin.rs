@@ -7,16 +7,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
-use wasmtime::component::Component;
 use wasmtime::{Store, UpdateDeadline};
 
+use super::bindings::policy::exports::kiln::plugin::policy as pol;
 use super::bindings::policy::{RetryPolicy, RetryPolicyPre};
 use super::bindings::resource::{ResourcePlugin, ResourcePluginPre};
-use super::bindings::{CONTRACT_VERSION, policy::exports::kiln::plugin::policy as pol};
-use super::wasmtime_engine::TICK;
+use super::contract::{check_contract, check_info};
 use super::error::{CallError, Fault, FaultCause, LoadError};
 use super::host_state::{CallLabel, HostState, Stop};
 use super::outcome::{CheckReport, Outcome, OutputCheck, UpdateOutcome};
+use super::wasmtime_engine::TICK;
 use super::{CacheOutcome, CallContext, Current, PluginError, PluginInfo, RuntimeInner};
 use crate::allow_list::AllowList;
 use crate::config::Limits;
@@ -180,111 +180,6 @@ pub(crate) async fn load(
         loaded.info = Some(Arc::new(info));
     }
     Ok(loaded)
-}
-
-type ContractFacts = (World, String, Vec<String>, Vec<String>);
-
-/// Finds the world and contract version from the component's export names, and refuses an
-/// incompatible version or an import the host does not provide, before linking (whose errors
-/// would be much less clear).
-fn check_contract(
-    engine: &wasmtime::Engine,
-    component: &Component,
-    plugin: &str,
-    origin: &str,
-) -> Result<ContractFacts, LoadError> {
-    let ty = component.component_type();
-    let exports: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_string()).collect();
-    let imports: Vec<String> = ty.imports(engine).map(|(n, _)| n.to_string()).collect();
-    let incompatible = |found: &str| LoadError::IncompatibleContract {
-        plugin: plugin.into(),
-        origin: origin.into(),
-        found: found.into(),
-        supported: CONTRACT_VERSION.into(),
-    };
-    let mut found = None;
-    for name in &exports {
-        let (world, version) = match name.split_once('@') {
-            Some(("kiln:plugin/provider", v)) => (World::ResourcePlugin, v),
-            Some(("kiln:plugin/policy", v)) => (World::RetryPolicy, v),
-            _ => continue,
-        };
-        if !compatible(version) {
-            return Err(incompatible(version));
-        }
-        found = Some((world, version.to_string()));
-    }
-    for name in &imports {
-        if let Some(("kiln:plugin/log" | "kiln:plugin/http" | "kiln:plugin/types", v)) =
-            name.split_once('@')
-        {
-            if !compatible(v) {
-                return Err(incompatible(v));
-            }
-        } else if !name.starts_with("wasi:") {
-            return Err(LoadError::Contract {
-                plugin: plugin.into(),
-                origin: origin.into(),
-                message: format!("it imports `{name}`, which Kiln does not provide"),
-            });
-        }
-    }
-    let Some((world, version)) = found else {
-        return Err(LoadError::Contract {
-            plugin: plugin.into(),
-            origin: origin.into(),
-            message: format!(
-                "it exports neither kiln:plugin/provider nor kiln:plugin/policy (exports: {})",
-                if exports.is_empty() {
-                    "none".to_string()
-                } else {
-                    exports.join(", ")
-                }
-            ),
-        });
-    };
-    Ok((world, version, imports, exports))
-}
-
-/// Semver compatibility with the host's contract: same major, and same minor while major is 0.
-fn compatible(version: &str) -> bool {
-    let parse = |v: &str| -> Option<(u64, u64)> {
-        let mut it = v.split(['.', '-', '+']);
-        Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
-    };
-    match (parse(version), parse(CONTRACT_VERSION)) {
-        (Some((maj, min)), Some((hmaj, hmin))) => maj == hmaj && (maj != 0 || min == hmin),
-        _ => false,
-    }
-}
-
-fn check_info(info: &PluginInfo) -> Result<(), String> {
-    if info.types.is_empty() {
-        return Err("describe lists no resource types".into());
-    }
-    for t in &info.types {
-        if t.type_name.trim().is_empty() {
-            return Err("describe lists a type with an empty name".into());
-        }
-        let mut seen = std::collections::HashSet::new();
-        for p in &t.properties {
-            if !seen.insert(p.name.as_str()) {
-                return Err(format!(
-                    "type {}: property `{}` is listed twice",
-                    t.type_name, p.name
-                ));
-            }
-            if let Some(d) = &p.default
-                && serde_json::from_str::<Value>(d).is_err()
-            {
-                return Err(format!(
-                    "type {}: default of `{}` is not valid JSON",
-                    t.type_name, p.name
-                ));
-            }
-        }
-    }
-    Ok(())
 }
 
 fn json_text(v: &Value) -> String {
@@ -731,19 +626,4 @@ fn calls_are_send(p: &Plugin, ctx: &CallContext, c: &Current, v: &Value, f: &pol
     send(p.update(ctx, c, v, v));
     send(p.poll(ctx, v, v));
     send(p.decide(v, f));
-}
-
-#[cfg(test)]
-mod tests {
-    use super::compatible;
-
-    #[test]
-    fn contract_versions_follow_semver() {
-        assert!(compatible("0.1.0"));
-        assert!(compatible("0.1.7"));
-        assert!(!compatible("0.2.0"), "0.x minors are breaking");
-        assert!(!compatible("1.0.0"));
-        assert!(!compatible("9.0.0"));
-        assert!(!compatible("garbage"));
-    }
 }

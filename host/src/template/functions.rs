@@ -1,6 +1,7 @@
 //! HOT intrinsic functions: their names, the template version that introduced each, the shape
 //! of their arguments, and their evaluation — statically (`fold`, with parameters and
-//! conditions) and later with a `Resolver` for `get_resource`/`get_attr`.
+//! conditions) and later with a `Resolver` for `get_resource`/`get_attr`. Longer than a file
+//! should be, on purpose: it is HOT's function library, one function beside the next.
 
 use std::collections::BTreeMap;
 
