@@ -157,3 +157,142 @@ fn every_schema_reference_resolves() {
         broken.join("\n  ")
     );
 }
+
+/// The properties of schema `name`, and those it requires.
+fn properties(doc: &Value, name: &str) -> (BTreeSet<String>, BTreeSet<String>) {
+    let schema = &doc["components"]["schemas"][name];
+    let props = schema["properties"]
+        .as_object()
+        .unwrap_or_else(|| panic!("schema {name} has no properties"))
+        .keys()
+        .cloned()
+        .collect();
+    let required = schema["required"]
+        .as_array()
+        .map(|r| {
+            r.iter()
+                .filter_map(|k| k.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    (props, required)
+}
+
+/// A wire value fully filled in (every optional field set) has exactly the schema's properties,
+/// and those it may leave out (`optional`) are the ones the schema does not require.
+fn assert_shape(doc: &Value, name: &str, full: impl serde::Serialize, optional: &[&str]) {
+    let value = serde_json::to_value(full).unwrap();
+    let keys: BTreeSet<String> = value.as_object().unwrap().keys().cloned().collect();
+    let (props, required) = properties(doc, name);
+    assert_eq!(
+        keys, props,
+        "the fields of the wire type differ from the properties of schema {name} in \
+         host/src/api/openapi.json"
+    );
+    let always: BTreeSet<String> = keys
+        .iter()
+        .filter(|k| !optional.contains(&k.as_str()))
+        .cloned()
+        .collect();
+    assert_eq!(always, required, "schema {name}: required properties");
+}
+
+/// The names schema `name` lists for `property`.
+fn enum_of(doc: &Value, name: &str, property: &str) -> Vec<String> {
+    doc["components"]["schemas"][name]["properties"][property]["enum"]
+        .as_array()
+        .unwrap_or_else(|| panic!("schema {name}.{property} lists no enum"))
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect()
+}
+
+fn names<T: std::fmt::Display>(all: &[T]) -> Vec<String> {
+    all.iter().map(ToString::to_string).collect()
+}
+
+/// The document cannot drift from what the API sends: the wire types' fields
+/// (`kiln::service::wire`) and the model's names (`kiln::model`) are what it says.
+#[test]
+fn document_matches_the_wire_types_and_the_model() {
+    use kiln::model::{Action, EventStatus, Liveness, OnFailure, PlannedAction, Status};
+    use kiln::service::wire::{Engine, Event, Resource, Stack};
+    let doc = document();
+    let stack = Stack {
+        id: "id".into(),
+        name: "web".into(),
+        project: "default".into(),
+        action: Action::Create,
+        status: Status::Complete,
+        status_reason: String::new(),
+        traversal: 1,
+        created_at: 0,
+        updated_at: 0,
+        cancel_requested_at: Some(0),
+        on_failure: OnFailure::Stop,
+        deadline_at: Some(0),
+    };
+    assert_shape(
+        &doc,
+        "Stack",
+        &stack,
+        &["cancel_requested_at", "deadline_at"],
+    );
+    let resource = Resource {
+        name: "a".into(),
+        type_name: "OS::Heat::None".into(),
+        action: Action::Create,
+        status: Status::Complete,
+        status_reason: String::new(),
+        physical_id: Some("p".into()),
+        attributes: Some(Value::Null),
+        updated_at: 0,
+    };
+    assert_shape(&doc, "Resource", &resource, &[]);
+    let event = Event {
+        id: 1,
+        resource: Some("a".into()),
+        action: Action::Create,
+        status: EventStatus::Complete,
+        reason: String::new(),
+        physical_id: Some("p".into()),
+        engine: Some("e".into()),
+        at: 0,
+    };
+    assert_shape(&doc, "Event", &event, &[]);
+    let engine = Engine {
+        id: "e".into(),
+        host: "h".into(),
+        pid: 1,
+        version: "v".into(),
+        status: Liveness::Up,
+        started_at: 0,
+        heartbeat_at: 0,
+        heartbeat_age_ms: 0,
+        jobs_in_flight: 0,
+        locks_held: 0,
+        leader: false,
+    };
+    assert_shape(&doc, "Engine", &engine, &[]);
+
+    // A stack's action is never INIT (only a resource not acted on yet is).
+    let stack_actions: Vec<String> = names(Action::ALL)
+        .into_iter()
+        .filter(|a| a != "INIT")
+        .collect();
+    assert_eq!(enum_of(&doc, "Stack", "action"), stack_actions);
+    for (schema, property, all) in [
+        ("Stack", "status", names(Status::ALL)),
+        ("Stack", "on_failure", names(OnFailure::ALL)),
+        ("Resource", "action", names(Action::ALL)),
+        ("Resource", "status", names(Status::ALL)),
+        ("GraphNode", "action", names(Action::ALL)),
+        ("GraphNode", "status", names(Status::ALL)),
+        ("Event", "action", names(Action::ALL)),
+        ("Event", "status", names(EventStatus::ALL)),
+        ("Engine", "status", names(Liveness::ALL)),
+        ("PlannedChange", "action", names(PlannedAction::ALL)),
+    ] {
+        assert_eq!(enum_of(&doc, schema, property), all, "{schema}.{property}");
+    }
+}

@@ -15,7 +15,7 @@ use crate::service::{ApiError, Caller};
 type Result<T> = std::result::Result<T, ApiError>;
 type Created = (StatusCode, Reply<Value>);
 
-fn accepted(stack: crate::store::StackRow) -> Created {
+fn accepted(stack: crate::service::wire::Stack) -> Created {
     (StatusCode::ACCEPTED, Reply(json!({ "stack": stack })))
 }
 

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use super::AppState;
 use super::body::Query;
 use crate::model::{Action, Status};
-use crate::service::{ApiError, Caller};
+use crate::service::{ApiError, Caller, wire};
 use crate::store::StackRow;
 
 /// How often a stream looks for new events.
@@ -101,13 +101,15 @@ impl Follow {
         let row = store.find_stack(&self.stack_id).await?;
         for e in store.events_page(&self.stack_id, self.after, 500).await? {
             self.after = e.id;
-            self.queue
-                .push_back(json_event("event", &e).id(e.id.to_string()));
+            let id = e.id.to_string();
+            let e = wire::Event::from(e);
+            self.queue.push_back(json_event("event", &e).id(id));
         }
         let key = key_of(&row);
         if self.shown.as_ref() != Some(&key) {
             self.shown = Some(key);
-            self.queue.push_back(json_event("stack", &row));
+            let stack = wire::Stack::from(row);
+            self.queue.push_back(json_event("stack", &stack));
         }
         Ok(())
     }

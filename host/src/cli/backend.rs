@@ -14,8 +14,8 @@ use crate::service::requests::{
     CancelStack, CreateStack, EventPage, OutputValue, Preview, ShowStack, UpdateStack,
     ValidateTemplate,
 };
+use crate::service::wire::{Engine, Event, Resource, Stack};
 use crate::service::{ApiError, Caller, Service};
-use crate::store::{EngineStatus, EventRow, ResourceRow, StackRow};
 
 type Result<T> = std::result::Result<T, ApiError>;
 
@@ -81,7 +81,7 @@ impl Backend {
         Some((stop_tx, task))
     }
 
-    pub async fn create(&self, req: CreateStack) -> Result<StackRow> {
+    pub async fn create(&self, req: CreateStack) -> Result<Stack> {
         match self {
             Backend::Local { service, caller } => service.create(caller, req).await,
             Backend::Remote(c) => {
@@ -91,7 +91,7 @@ impl Backend {
         }
     }
 
-    pub async fn update(&self, stack: &str, req: UpdateStack) -> Result<StackRow> {
+    pub async fn update(&self, stack: &str, req: UpdateStack) -> Result<Stack> {
         match self {
             Backend::Local { service, caller } => service.update(caller, stack, req).await,
             Backend::Remote(c) => {
@@ -112,7 +112,7 @@ impl Backend {
     }
 
     /// Starts an action that takes no options.
-    pub async fn act(&self, stack: &str, action: Act) -> Result<StackRow> {
+    pub async fn act(&self, stack: &str, action: Act) -> Result<Stack> {
         match (self, action) {
             (Backend::Local { service, caller }, Act::Resume) => {
                 service.resume(caller, stack).await
@@ -137,7 +137,7 @@ impl Backend {
         }
     }
 
-    pub async fn cancel(&self, stack: &str, req: CancelStack) -> Result<StackRow> {
+    pub async fn cancel(&self, stack: &str, req: CancelStack) -> Result<Stack> {
         match self {
             Backend::Local { service, caller } => service.cancel(caller, stack, req).await,
             Backend::Remote(c) => {
@@ -147,7 +147,7 @@ impl Backend {
         }
     }
 
-    pub async fn list(&self) -> Result<Vec<StackRow>> {
+    pub async fn list(&self) -> Result<Vec<Stack>> {
         match self {
             Backend::Local { service, caller } => service.list(caller, None).await,
             Backend::Remote(c) => c.send("GET", &["stacks"], None, Some("stacks")).await,
@@ -166,7 +166,7 @@ impl Backend {
     }
 
     /// Every event after `after`, page by page.
-    pub async fn events(&self, stack: &str, after: i64) -> Result<Vec<EventRow>> {
+    pub async fn events(&self, stack: &str, after: i64) -> Result<Vec<Event>> {
         let mut out = Vec::new();
         let mut after = after;
         loop {
@@ -198,7 +198,7 @@ impl Backend {
         }
     }
 
-    pub async fn resources(&self, stack: &str) -> Result<Vec<ResourceRow>> {
+    pub async fn resources(&self, stack: &str) -> Result<Vec<Resource>> {
         match self {
             Backend::Local { service, caller } => service.resources(caller, stack).await,
             Backend::Remote(c) => {
@@ -208,7 +208,7 @@ impl Backend {
         }
     }
 
-    pub async fn resource(&self, stack: &str, name: &str) -> Result<ResourceRow> {
+    pub async fn resource(&self, stack: &str, name: &str) -> Result<Resource> {
         match self {
             Backend::Local { service, caller } => service.resource(caller, stack, name).await,
             Backend::Remote(c) => {
@@ -218,7 +218,7 @@ impl Backend {
         }
     }
 
-    pub async fn engines(&self) -> Result<Vec<EngineStatus>> {
+    pub async fn engines(&self) -> Result<Vec<Engine>> {
         match self {
             Backend::Local { service, caller } => service.engines(caller).await,
             Backend::Remote(c) => c.send("GET", &["engines"], None, Some("engines")).await,

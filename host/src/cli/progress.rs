@@ -9,12 +9,13 @@ use super::backend::Backend;
 use super::stack::print_outputs;
 use super::{Failure, Format, api_failure, exit};
 use crate::model::{Action, EventStatus, Status};
-use crate::store::{EventRow, StackRow, format_ms};
+use crate::service::wire::{Event, Stack};
+use crate::store::format_ms;
 
 /// After an action started: return at once (`--no-wait`), or wait and show the outcome.
 pub(super) async fn after_start(
     b: &Backend,
-    row: &StackRow,
+    row: &Stack,
     no_wait: bool,
     format: Format,
 ) -> Result<(), Failure> {
@@ -34,7 +35,7 @@ pub(super) async fn after_start(
 
 /// After an action with no outputs to show (delete, check) started: return at once
 /// (`--no-wait`), or wait for its end.
-pub(super) async fn wait_unless(b: &Backend, row: &StackRow, no_wait: bool) -> Result<(), Failure> {
+pub(super) async fn wait_unless(b: &Backend, row: &Stack, no_wait: bool) -> Result<(), Failure> {
     if no_wait {
         println!("{} {}_{}", row.name, row.action, row.status);
         return Ok(());
@@ -44,11 +45,7 @@ pub(super) async fn wait_unless(b: &Backend, row: &StackRow, no_wait: bool) -> R
 
 /// Prints the stack's events as they happen, until its current action has ended and every
 /// event of it is shown.
-pub(super) async fn follow_events(
-    b: &Backend,
-    row: &StackRow,
-    format: Format,
-) -> Result<(), Failure> {
+pub(super) async fn follow_events(b: &Backend, row: &Stack, format: Format) -> Result<(), Failure> {
     let mut last = 0;
     loop {
         // Read the status first: events written before an action ends are then all seen.
@@ -72,7 +69,7 @@ pub(super) async fn follow_events(
 /// Waits until the stack's action ends, showing progress: every event as a line, and on a
 /// terminal a status line with counts and current resources. In embedded mode this
 /// process's engine does the work meanwhile.
-async fn wait(b: &Backend, row: &StackRow) -> Result<StackRow, Failure> {
+async fn wait(b: &Backend, row: &Stack) -> Result<Stack, Failure> {
     let working = b.work();
     let result = watch_progress(b, row).await;
     if let Some((stop_tx, task)) = working {
@@ -82,7 +79,7 @@ async fn wait(b: &Backend, row: &StackRow) -> Result<StackRow, Failure> {
     result
 }
 
-async fn watch_progress(b: &Backend, row: &StackRow) -> Result<StackRow, Failure> {
+async fn watch_progress(b: &Backend, row: &Stack) -> Result<Stack, Failure> {
     let tty = std::io::stderr().is_terminal();
     // Show this action's events: from its "Stack ... started" event on.
     let earlier = b.events(&row.id, 0).await.map_err(api_failure)?;
@@ -143,7 +140,7 @@ async fn watch_progress(b: &Backend, row: &StackRow) -> Result<StackRow, Failure
     }
 }
 
-fn finished(row: &StackRow) -> Result<(), Failure> {
+fn finished(row: &Stack) -> Result<(), Failure> {
     if row.action == Action::Rollback {
         // Rolled back (or failed to): the action asked for did not happen.
         let outcome = if row.status == Status::Complete {
@@ -173,7 +170,7 @@ fn finished(row: &StackRow) -> Result<(), Failure> {
     }
 }
 
-pub(super) fn event_cells(e: &EventRow) -> Vec<String> {
+pub(super) fn event_cells(e: &Event) -> Vec<String> {
     vec![
         format_ms(e.at),
         e.resource.clone().unwrap_or_else(|| "(stack)".into()),

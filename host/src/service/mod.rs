@@ -4,6 +4,7 @@
 
 mod error;
 pub mod requests;
+pub mod wire;
 
 use serde_json::{Value, json};
 
@@ -17,7 +18,7 @@ use crate::config::Role;
 use crate::engine::{Engine, PlannedChange, Sources, StackOptions, StoredResolver};
 use crate::model::{Action, PlannedAction, Status};
 use crate::plugin_set::PluginSet;
-use crate::store::{EngineStatus, ResourceRow, StackRow, Store};
+use crate::store::{ResourceRow, StackRow, Store};
 use crate::template::{self, SourceFile};
 
 pub type Result<T, E = ApiError> = std::result::Result<T, E>;
@@ -84,12 +85,12 @@ impl Service {
     }
 
     /// A stack the caller may see, by name or id; another project's is not found.
-    pub async fn find(&self, caller: &Caller, stack: &str) -> Result<StackRow> {
+    pub(crate) async fn find(&self, caller: &Caller, stack: &str) -> Result<StackRow> {
         Ok(self.store().find_stack_in(caller.scope(), stack).await?)
     }
 
     /// Live stacks: the caller's project's, or for an admin every project's (or `project`'s).
-    pub async fn list(&self, caller: &Caller, project: Option<&str>) -> Result<Vec<StackRow>> {
+    pub async fn list(&self, caller: &Caller, project: Option<&str>) -> Result<Vec<wire::Stack>> {
         let scope = match (caller.scope(), project) {
             (Some(own), Some(p)) if p != own => {
                 return Err(ApiError::forbidden(
@@ -99,10 +100,10 @@ impl Service {
             (Some(own), _) => Some(own),
             (None, p) => p,
         };
-        Ok(self.store().list_stacks_in(scope).await?)
+        Ok(wire::all(self.store().list_stacks_in(scope).await?))
     }
 
-    pub async fn create(&self, caller: &Caller, req: CreateStack) -> Result<StackRow> {
+    pub async fn create(&self, caller: &Caller, req: CreateStack) -> Result<wire::Stack> {
         check_name(&req.name)?;
         let project = match req.project.as_deref() {
             Some(p) if p != caller.project && !caller.is_admin() => {
@@ -133,20 +134,27 @@ impl Service {
         Ok(self
             .engine
             .create_stack_in(&project, &req.name, &stack, &sources)
-            .await?)
+            .await?
+            .into())
     }
 
     /// Starts an update (`PUT`; `PATCH` sets `existing`), superseding when asked.
-    pub async fn update(&self, caller: &Caller, stack: &str, req: UpdateStack) -> Result<StackRow> {
+    pub async fn update(
+        &self,
+        caller: &Caller,
+        stack: &str,
+        req: UpdateStack,
+    ) -> Result<wire::Stack> {
         let row = self.find(caller, stack).await?;
         let (stack, sources) = self.update_sources(&row, &req).await?;
-        Ok(if req.supersede {
+        let started = if req.supersede {
             self.engine
                 .supersede_stack(&row.id, &stack, &sources)
                 .await?
         } else {
             self.engine.update_stack(&row.id, &stack, &sources).await?
-        })
+        };
+        Ok(started.into())
     }
 
     /// What `update` would do with the same request, calling no plugin.
@@ -162,25 +170,34 @@ impl Service {
         })
     }
 
-    pub async fn delete(&self, caller: &Caller, stack: &str) -> Result<StackRow> {
+    pub async fn delete(&self, caller: &Caller, stack: &str) -> Result<wire::Stack> {
         let row = self.find(caller, stack).await?;
-        Ok(self.engine.delete_stack(&row.id).await?)
+        Ok(self.engine.delete_stack(&row.id).await?.into())
     }
 
-    pub async fn check(&self, caller: &Caller, stack: &str) -> Result<StackRow> {
+    pub async fn check(&self, caller: &Caller, stack: &str) -> Result<wire::Stack> {
         let row = self.find(caller, stack).await?;
-        Ok(self.engine.check_stack(&row.id).await?)
+        Ok(self.engine.check_stack(&row.id).await?.into())
     }
 
-    pub async fn resume(&self, caller: &Caller, stack: &str) -> Result<StackRow> {
+    pub async fn resume(&self, caller: &Caller, stack: &str) -> Result<wire::Stack> {
         let row = self.find(caller, stack).await?;
-        Ok(self.engine.resume_stack(&row.id).await?)
+        Ok(self.engine.resume_stack(&row.id).await?.into())
     }
 
-    pub async fn cancel(&self, caller: &Caller, stack: &str, req: CancelStack) -> Result<StackRow> {
+    pub async fn cancel(
+        &self,
+        caller: &Caller,
+        stack: &str,
+        req: CancelStack,
+    ) -> Result<wire::Stack> {
         let row = self.find(caller, stack).await?;
         let rollback = req.rollback.unwrap_or(true);
-        Ok(self.store().cancel(&row.id, &caller.name, rollback).await?)
+        Ok(self
+            .store()
+            .cancel(&row.id, &caller.name, rollback)
+            .await?
+            .into())
     }
 
     /// Status, resource counts, what is being worked on, and (unless left out) the outputs.
@@ -207,7 +224,7 @@ impl Service {
             None
         };
         Ok(ShowStack {
-            stack: row,
+            stack: row.into(),
             resources,
             in_progress,
             outputs,
@@ -219,18 +236,24 @@ impl Service {
         self.outputs_of(&row).await
     }
 
-    pub async fn resources(&self, caller: &Caller, stack: &str) -> Result<Vec<ResourceRow>> {
+    pub async fn resources(&self, caller: &Caller, stack: &str) -> Result<Vec<wire::Resource>> {
         let row = self.find(caller, stack).await?;
-        Ok(self.store().resources(&row.id).await?)
+        Ok(wire::all(self.store().resources(&row.id).await?))
     }
 
-    pub async fn resource(&self, caller: &Caller, stack: &str, name: &str) -> Result<ResourceRow> {
+    pub async fn resource(
+        &self,
+        caller: &Caller,
+        stack: &str,
+        name: &str,
+    ) -> Result<wire::Resource> {
         let row = self.find(caller, stack).await?;
         self.store()
             .resources_named(&row.id, &[name])
             .await?
             .into_iter()
             .next()
+            .map(wire::Resource::from)
             .ok_or_else(|| {
                 ApiError::not_found(format!("stack '{}' has no resource '{name}'", row.name))
             })
@@ -255,7 +278,10 @@ impl Service {
         let next = (events.len() == limit as usize)
             .then(|| events.last().map(|e| e.id))
             .flatten();
-        Ok(EventPage { events, next })
+        Ok(EventPage {
+            events: wire::all(events),
+            next,
+        })
     }
 
     /// The stack's resources with their dependencies and states, for drawing.
@@ -293,7 +319,10 @@ impl Service {
                 .unwrap_or_default();
             nodes.push(node(&r.name, &r.type_name, requires));
         }
-        Ok(Graph { stack: row, nodes })
+        Ok(Graph {
+            stack: row.into(),
+            nodes,
+        })
     }
 
     /// Checks a template with its environments and parameters; the summary `kiln validate`
@@ -330,11 +359,11 @@ impl Service {
     }
 
     /// The engines sharing the database: for an admin only.
-    pub async fn engines(&self, caller: &Caller) -> Result<Vec<EngineStatus>> {
+    pub async fn engines(&self, caller: &Caller) -> Result<Vec<wire::Engine>> {
         if !caller.is_admin() {
             return Err(ApiError::forbidden("only an admin may list the engines"));
         }
-        Ok(self.store().engine_list().await?)
+        Ok(wire::all(self.store().engine_list().await?))
     }
 
     fn validate_files(

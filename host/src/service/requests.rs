@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::wire::{Event, Stack};
 use crate::engine::PlannedChange;
 use crate::model::{Action, OnFailure, Status};
-use crate::store::{EventRow, StackRow};
 use crate::template::SourceFile;
 
 /// `POST /v1/stacks`.
@@ -106,7 +106,7 @@ pub struct OutputValue {
 /// `GET /v1/stacks/{stack}`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ShowStack {
-    pub stack: StackRow,
+    pub stack: Stack,
     pub resources: Vec<StatusCount>,
     /// A few of the resources being worked on now.
     #[serde(default)]
@@ -119,7 +119,7 @@ pub struct ShowStack {
 /// `GET /v1/stacks/{stack}/events`: a page, oldest first.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EventPage {
-    pub events: Vec<EventRow>,
+    pub events: Vec<Event>,
     /// When the page is full: the `after` of the next page.
     pub next: Option<i64>,
 }
@@ -146,7 +146,7 @@ pub struct GraphNode {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Graph {
-    pub stack: StackRow,
+    pub stack: Stack,
     pub nodes: Vec<GraphNode>,
 }
 

@@ -2,12 +2,10 @@
 //! drains and marks itself stopped on a clean shutdown. An engine whose heartbeat is older than
 //! its lease is dead, judged by the database's clock, never by a ping.
 
-use serde::{Deserialize, Serialize};
-
 use super::{Result, Store};
 use crate::model::Liveness;
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct EngineRow {
     pub id: String,
     pub host: String,
@@ -18,8 +16,8 @@ pub struct EngineRow {
     pub stopped_at: Option<i64>,
 }
 
-/// An engine as `kiln engine list` shows it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// An engine as the registry sees it (the API's form is `service::wire::Engine`).
+#[derive(Debug, Clone)]
 pub struct EngineStatus {
     pub id: String,
     pub host: String,

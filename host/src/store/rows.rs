@@ -2,14 +2,13 @@
 //! update writes, and the decoding of rows (a stored name the model does not know is corrupt
 //! data, not a panic).
 
-use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::{Result, StoreError, parsed};
 use crate::model::{Action, EventStatus, OnFailure, Status};
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct StackRow {
     pub id: String,
     pub name: String,
@@ -22,43 +21,35 @@ pub struct StackRow {
     pub created_at: i64,
     pub updated_at: i64,
     /// Set while a cancel of the current action is under way.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cancel_requested_at: Option<i64>,
     pub on_failure: OnFailure,
     /// When the current action times out (the stack's timeout after it started), if the
     /// stack has a timeout.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline_at: Option<i64>,
     /// The failed action asked for a rollback that has not started yet.
-    #[serde(skip)]
     pub rollback_pending: bool,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct ResourceRow {
     pub name: String,
-    #[serde(rename = "type")]
     pub type_name: String,
     pub action: Action,
     pub status: Status,
     pub status_reason: String,
     pub physical_id: Option<String>,
-    #[serde(skip)]
     pub state: Option<String>,
     pub attributes: Option<serde_json::Value>,
     /// The properties last applied (JSON; see `applied_properties`).
-    #[serde(skip)]
     pub properties: Option<String>,
     pub updated_at: i64,
     /// The names it depended on when last applied (JSON list).
-    #[serde(skip)]
     pub requires: Option<String>,
     /// `Delete` or `Retain`, as last applied.
-    #[serde(skip)]
     pub deletion_policy: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct EventRow {
     pub id: i64,
     pub resource: Option<String>,
