@@ -9,6 +9,7 @@ use super::backend::{Backend, Needs, Target};
 use super::table::render;
 use super::{Failure, Format, exit};
 use crate::config::Config;
+use crate::service::operations::Operations;
 
 #[derive(Args)]
 #[command(args_conflicts_with_subcommands = true)]

@@ -1,6 +1,7 @@
 //! The `kiln` command line.
 
 mod backend;
+mod client;
 mod engine;
 mod plugin;
 mod progress;

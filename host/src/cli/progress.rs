@@ -9,6 +9,7 @@ use super::backend::Backend;
 use super::stack::print_outputs;
 use super::{Failure, Format, api_failure, exit};
 use crate::model::{Action, EventStatus, Status};
+use crate::service::operations::Operations;
 use crate::service::wire::{Event, Stack};
 use crate::store::format_ms;
 

@@ -8,6 +8,7 @@ use super::stack::cell;
 use super::table::render;
 use super::{Failure, Format, api_failure};
 use crate::config::Config;
+use crate::service::operations::Operations;
 use crate::store::format_ms;
 
 #[derive(Subcommand)]

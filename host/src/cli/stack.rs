@@ -8,13 +8,14 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
-use super::backend::{Act, Backend, Needs, Target};
+use super::backend::{Backend, Needs, Target};
 use super::progress::{after_start, event_cells, follow_events, wait_unless};
 use super::table::render;
 use super::validate::{TemplateArgs, key_value, parameter_map};
 use super::{Failure, Format, api_failure, exit};
 use crate::config::Config;
 use crate::model::{OnFailure, PlannedAction, Status};
+use crate::service::operations::{Act, Operations};
 use crate::service::requests::{CancelStack, CreateStack, OutputValue, Preview, UpdateStack};
 use crate::store::format_ms;
 use crate::template::SourceFile;

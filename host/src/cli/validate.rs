@@ -13,6 +13,7 @@ use super::backend::{Backend, Needs, Target};
 use super::table::render;
 use super::{Failure, Format, exit};
 use crate::config::Config;
+use crate::service::operations::Operations;
 use crate::service::requests::ValidateTemplate;
 use crate::template::SourceFile;
 

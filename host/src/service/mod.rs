@@ -3,6 +3,7 @@
 //! command gives the same result whether it runs here or on a server.
 
 mod error;
+pub mod operations;
 pub mod requests;
 pub mod wire;
 
