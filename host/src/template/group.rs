@@ -395,7 +395,7 @@ fn static_value(
         return None;
     }
     let before = errors.list.len();
-    let expr = super::hot::evaluate(node, path, names, scope, errors);
+    let expr = super::resource_def::evaluate(node, path, names, scope, errors);
     if errors.list.len() > before {
         return None;
     }

@@ -28,9 +28,11 @@ mod expr;
 mod functions;
 mod graph;
 mod group;
-mod hot;
+mod outputs;
 mod parameters;
+mod resource_def;
 mod schema;
+mod validate;
 mod yaml;
 
 use std::collections::BTreeMap;
@@ -43,9 +45,9 @@ pub use error::{EvalError, TemplateError};
 pub use expr::{At, Call, Expr};
 pub use functions::Function;
 pub use group::{GROUP_TYPE, PAUSE_TYPE, is_builtin};
-pub use hot::{VERSIONS, validate};
 pub use parameters::{ParamType, Parameter};
 pub use schema::{Kind, PropertySpec, ResourceSchema, TypeCatalog};
+pub use validate::{VERSIONS, validate};
 pub use yaml::Pos;
 
 use functions::{Fail, Scope, eval};
