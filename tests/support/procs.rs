@@ -418,3 +418,121 @@ where
 {
     wait_for(timeout, what, async || check().await.then_some(())).await
 }
+
+/// A `kiln serve` process (an engine and the API) on its own SQLite file; dropping it kills it
+/// and, when the test is failing, prints the tail of its log.
+pub struct ServeProc {
+    pub addr: String,
+    _dir: tempfile::TempDir,
+    child: Child,
+    log: PathBuf,
+    exited: bool,
+}
+
+impl ServeProc {
+    /// Starts `kiln serve` on a fresh SQLite file, the API on any free port, with `extra` added
+    /// to its config (tokens, say), and waits for its `api on http://ADDR` line.
+    pub async fn start(extra: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("kiln.toml");
+        let settings = Settings::default().toml();
+        std::fs::write(
+            &config,
+            format!("{settings}\n[api]\nlisten = \"127.0.0.1:0\"\n\n{extra}\n"),
+        )
+        .unwrap();
+        let log = dir.path().join("serve.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .arg("-c")
+            .arg(&config)
+            .arg("serve")
+            .current_dir(dir.path())
+            .env_remove("KILN_CONFIG")
+            .env(
+                "KILN_DATABASE_URL",
+                format!("sqlite://{}", dir.path().join("kiln.db").display()),
+            )
+            .env("KILN_RUNTIME__CACHE_DIR", super::shared_cache())
+            .env("KILN_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(File::create(&log).unwrap())
+            .spawn()
+            .expect("spawning kiln serve");
+        let mut serve = Self {
+            _dir: dir,
+            child,
+            log,
+            addr: String::new(),
+            exited: false,
+        };
+        let deadline = Instant::now() + Duration::from_secs(180);
+        loop {
+            let text = std::fs::read_to_string(&serve.log).unwrap_or_default();
+            if let Some(addr) = api_addr(&text) {
+                serve.addr = addr;
+                return serve;
+            }
+            if let Some(status) = serve.child.try_wait().unwrap() {
+                serve.exited = true;
+                panic!("kiln serve exited at start ({status}):\n{text}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "kiln serve printed no `api on http://` line:\n{text}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn log_tail(&self) -> String {
+        format!(
+            "----- kiln serve stderr, last lines -----\n{}",
+            tail(&self.log, 60)
+        )
+    }
+
+    /// SIGTERM, and a clean exit.
+    pub async fn stop(&mut self) {
+        signal(self.child.id() as i32, libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "kiln serve did not exit on SIGTERM\n{}",
+                self.log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        self.exited = true;
+        assert!(
+            status.success(),
+            "kiln serve did not stop cleanly: {status}\n{}",
+            self.log_tail()
+        );
+    }
+}
+
+impl Drop for ServeProc {
+    fn drop(&mut self) {
+        if !self.exited {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("{}", self.log_tail());
+        }
+    }
+}
+
+/// The ADDR of the `api on http://ADDR ...` line.
+fn api_addr(log: &str) -> Option<String> {
+    log.lines().find_map(|line| {
+        let rest = &line[line.find("api on http://")? + "api on http://".len()..];
+        let addr = rest.split_whitespace().next()?;
+        (!addr.is_empty()).then(|| addr.to_string())
+    })
+}
