@@ -11,12 +11,12 @@ mod builtin;
 mod change;
 mod job;
 mod maintenance;
-mod plan;
 mod preview;
 mod resolver;
 mod run_loop;
 mod steps;
 mod traversal;
+mod traversal_plan;
 mod update;
 
 use std::collections::HashMap;
@@ -30,9 +30,9 @@ use crate::plugin_set::PluginSet;
 use crate::retry::RetryPolicies;
 use crate::store::Store;
 pub use change::Change;
-use plan::Plan;
 pub use preview::{PlannedChange, PropertyChange};
 pub use resolver::StoredResolver;
+use traversal_plan::TraversalPlan;
 
 /// One engine process's workers. Cheap to clone.
 #[derive(Clone)]
@@ -49,7 +49,7 @@ struct Inner {
     /// by polling).
     wake: Notify,
     /// Parsed templates by stack id, tagged with their traversal.
-    plans: Mutex<HashMap<String, Arc<Plan>>>,
+    plans: Mutex<HashMap<String, Arc<TraversalPlan>>>,
     host: String,
     /// Retry policies; None in a process that only reads (then a failed call fails).
     retry: Option<Arc<RetryPolicies>>,

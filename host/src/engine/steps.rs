@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::Engine;
 use super::StoredResolver;
 use super::builtin;
-use super::plan::Plan;
+use super::traversal_plan::TraversalPlan;
 use crate::credentials::Refresh;
 use crate::metrics::{RefreshLabels, metrics};
 use crate::model::{Action, EventStatus, JobOp, Status};
@@ -43,7 +43,11 @@ impl Step {
 }
 
 impl Engine {
-    pub(super) async fn step(&self, job: &Claimed, plan: &Plan) -> Result<Step, StoreError> {
+    pub(super) async fn step(
+        &self,
+        job: &Claimed,
+        plan: &TraversalPlan,
+    ) -> Result<Step, StoreError> {
         match job.operation {
             JobOp::Delete | JobOp::Cleanup => self.step_delete(job, plan).await,
             JobOp::Update => self.step_update(job, plan).await,
@@ -56,7 +60,7 @@ impl Engine {
     /// make (an in-place update, or the create of a replacement), so each has its own key.
     pub(super) fn context(
         &self,
-        plan: &Plan,
+        plan: &TraversalPlan,
         job: &Claimed,
         resource_type: &str,
         operation: Operation,
@@ -78,7 +82,7 @@ impl Engine {
 
     /// Deletes the row's object: for a stack delete, or an update's cleanup of an object it
     /// removed or replaced (then the type and deletion policy are those last applied).
-    async fn step_delete(&self, job: &Claimed, plan: &Plan) -> Result<Step, StoreError> {
+    async fn step_delete(&self, job: &Claimed, plan: &TraversalPlan) -> Result<Step, StoreError> {
         let rows = self
             .inner
             .store
@@ -155,7 +159,7 @@ impl Engine {
 
     /// Observes the row's object (plugin `check`): COMPLETE with fresh attributes when it
     /// exists as made; FAILED when it is gone or drifted, saying how.
-    async fn step_check(&self, job: &Claimed, plan: &Plan) -> Result<Step, StoreError> {
+    async fn step_check(&self, job: &Claimed, plan: &TraversalPlan) -> Result<Step, StoreError> {
         let rows = self
             .inner
             .store
@@ -217,7 +221,7 @@ impl Engine {
         })
     }
 
-    async fn step_create(&self, job: &Claimed, plan: &Plan) -> Result<Step, StoreError> {
+    async fn step_create(&self, job: &Claimed, plan: &TraversalPlan) -> Result<Step, StoreError> {
         let Some(res) = plan.stack.resource(&job.resource) else {
             return Ok(Step::Failed(format!(
                 "resource {} is not in the stack's template",

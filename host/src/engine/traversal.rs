@@ -5,20 +5,20 @@
 use std::sync::Arc;
 
 use super::Engine;
-use super::plan::{Plan, Removal, recorded_requires};
+use super::traversal_plan::{Removal, TraversalPlan, recorded_requires};
 use crate::model::{Action, JobOp};
 use crate::store::{Candidate, StackRow, StoreError};
 
 impl Engine {
     /// The stack's parsed template, from the cache when it is current.
-    pub(super) async fn plan(&self, row: &StackRow) -> Result<Arc<Plan>, StoreError> {
+    pub(super) async fn plan(&self, row: &StackRow) -> Result<Arc<TraversalPlan>, StoreError> {
         if let Some(p) = self.inner.plans.lock().unwrap().get(&row.id)
             && p.traversal == row.traversal
         {
             return Ok(p.clone());
         }
         let template = self.inner.store.stack_template(&row.id).await?;
-        let mut plan = Plan::parse(row, &template)?;
+        let mut plan = TraversalPlan::parse(row, &template)?;
         if matches!(row.action, Action::Delete | Action::Check) {
             // The rows to delete (or check) are fixed when the action starts.
             let rows = self.inner.store.resources(&row.id).await?;
@@ -38,7 +38,7 @@ impl Engine {
     /// resources each depends on; for delete, the rows that depend on each.
     pub(super) async fn schedule(
         &self,
-        plan: &Plan,
+        plan: &TraversalPlan,
         traversal: i64,
         operation: JobOp,
         names: &[&str],
@@ -64,7 +64,7 @@ impl Engine {
     /// template no longer has (removed resources, replaced objects), dependents first.
     pub(super) async fn schedule_cleanup(
         &self,
-        plan: &Plan,
+        plan: &TraversalPlan,
         traversal: i64,
     ) -> Result<u64, StoreError> {
         let store = &self.inner.store;
@@ -95,7 +95,7 @@ impl Engine {
     /// repair a stalled traversal.
     pub(super) async fn advance(
         &self,
-        plan: &Plan,
+        plan: &TraversalPlan,
         traversal: i64,
         action: Action,
     ) -> Result<u64, StoreError> {

@@ -14,8 +14,8 @@ use super::Engine;
 use super::StoredResolver;
 use super::builtin;
 use super::change::{self, Change, Existing, decide, quoted};
-use super::plan::Plan;
 use super::steps::{Step, applied, current_of, recorded};
+use super::traversal_plan::TraversalPlan;
 use crate::config::ReplaceOrder;
 use crate::runtime::{CallError, Operation, Outcome, PluginError, UpdateOutcome};
 use crate::store::{Claimed, ResourceRow, ResourceUpdate, StoreError};
@@ -71,7 +71,11 @@ pub(super) fn holds_object(row: &ResourceRow) -> bool {
 }
 
 impl Engine {
-    pub(super) async fn step_update(&self, job: &Claimed, plan: &Plan) -> Result<Step, StoreError> {
+    pub(super) async fn step_update(
+        &self,
+        job: &Claimed,
+        plan: &TraversalPlan,
+    ) -> Result<Step, StoreError> {
         let Some(res) = plan.stack.resource(&job.resource) else {
             return Ok(Step::Failed(format!(
                 "resource {} is not in the stack's template",
@@ -141,7 +145,7 @@ impl Engine {
     async fn decide(
         &self,
         job: &Claimed,
-        plan: &Plan,
+        plan: &TraversalPlan,
         res: &Resource,
         current: &ResourceRow,
         props: &Value,
@@ -270,7 +274,7 @@ impl Engine {
     async fn check_failed(
         &self,
         job: &Claimed,
-        plan: &Plan,
+        plan: &TraversalPlan,
         current: &ResourceRow,
         props: &Value,
     ) -> Option<(Phase, String)> {
@@ -308,7 +312,7 @@ impl Engine {
     async fn call(
         &self,
         job: &Claimed,
-        plan: &Plan,
+        plan: &TraversalPlan,
         res: &Resource,
         current: &ResourceRow,
         props: &Value,

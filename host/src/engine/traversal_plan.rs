@@ -1,13 +1,14 @@
-//! A stack's template as an engine works from it: the validated stack parsed from the store,
-//! the reverse of its dependency graph (what to wake when a resource is done), and for a
-//! delete the order in which the stack's rows go.
+//! A traversal's plan: the stack's template as an engine works from it (the validated stack
+//! parsed from the store), the reverse of its dependency graph (what to wake when a resource
+//! is done), and for a delete the order in which the stack's rows go. Not to be confused with
+//! a preview's `PlannedChange`s, which say what an update would do.
 
 use std::collections::HashMap;
 
 use crate::store::{ResourceRow, StackRow, StoreError};
 use crate::template;
 
-pub(super) struct Plan {
+pub(super) struct TraversalPlan {
     pub stack_id: String,
     pub stack_name: String,
     pub traversal: i64,
@@ -18,7 +19,7 @@ pub(super) struct Plan {
     pub removal: Option<Removal>,
 }
 
-impl Plan {
+impl TraversalPlan {
     pub fn parse(row: &StackRow, template: &str) -> Result<Self, StoreError> {
         let stack: template::Stack = serde_json::from_str(template)
             .map_err(|e| StoreError::Corrupt(format!("template of stack {}: {e}", row.name)))?;
