@@ -3,10 +3,11 @@
 //! late writes of one paused with SIGSTOP, never run two actions on one stack nor have two
 //! leaders at once, and restart one by one (SIGTERM) without repeating a call.
 //!
-//! The cloud is kiln's fault server, in this process: its record of every request and of the
-//! objects made per idempotency key is the proof that no object was created twice. Engines'
-//! events (each names the engine that wrote it, at a time on the database's clock) show who did
-//! what. Every wait polls for a state with a generous deadline; no test asserts how fast.
+//! The cloud is the fault-cloud crate's server, in this process: its record of every request
+//! and of the objects made per idempotency key is the proof that no object was created twice.
+//! Engines' events (each names the engine that wrote it, at a time on the database's clock)
+//! show who did what. Every wait polls for a state with a generous deadline; no test asserts
+//! how fast.
 
 mod support;
 

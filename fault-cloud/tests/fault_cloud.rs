@@ -1,7 +1,7 @@
-//! The fault-injecting fake cloud (the `fault_cloud` library and the `fault-cloud` binary), over real HTTP
-//! on 127.0.0.1: collection semantics, idempotency keys, each fault as a client sees it, seeded
-//! mixes, bearer-token auth and its rotation, latency, the control endpoints, the bind check and
-//! the command.
+//! The fault-injecting fake cloud (the `fault_cloud` library and the `fault-cloud` binary),
+//! over real HTTP on 127.0.0.1: collection semantics, idempotency keys, each fault as a client
+//! sees it, seeded mixes, bearer-token auth and its rotation, latency, the control endpoints,
+//! the bind check and the command.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};

@@ -6,11 +6,12 @@
 //!     KILN_TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/test \
 //!         cargo bench -p kiln --bench many_engines [-- throughput dispatch takeover]
 //!
-//! The cloud is kiln's fault server in this process, with a fixed latency per request and no
-//! faults; resources are `Kiln::HTTP::Resource`s posting to it. Stacks are submitted with
-//! `kiln stack create --no-wait`; the engines do all the work. Times are read from the events
-//! (each names its engine, at a time on the database's clock). Every measurement gets a fresh
-//! database, dropped afterwards. Prints markdown tables; figures are recorded in BENCHMARKS.md.
+//! The cloud is the fault-cloud crate's server in this process, with a fixed latency per
+//! request and no faults; resources are `Kiln::HTTP::Resource`s posting to it. Stacks are
+//! submitted with `kiln stack create --no-wait`; the engines do all the work. Times are read
+//! from the events (each names its engine, at a time on the database's clock). Every
+//! measurement gets a fresh database, dropped afterwards. Prints markdown tables; figures are
+//! recorded in BENCHMARKS.md.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;

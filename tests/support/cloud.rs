@@ -1,5 +1,5 @@
 //! A fake REST cloud on 127.0.0.1 for the `http-resource` plugin: the `items` collection of
-//! kiln's fault server (`fault_cloud`), behind the small API the older tests use.
+//! the fault-cloud crate's server (`fault_cloud`), behind the small API the older tests use.
 
 use std::net::SocketAddr;
 
