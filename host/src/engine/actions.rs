@@ -54,13 +54,7 @@ impl Engine {
             .names()
             .filter(|n| removal.after(n).is_empty())
             .collect();
-        let row = self
-            .inner
-            .store
-            .begin_traversal(&row.id, Action::Delete, &ready, &self.inner.id)
-            .await?;
-        self.inner.wake.notify_waiters();
-        Ok(row)
+        self.begin(&row.id, Action::Delete, &ready).await
     }
 
     /// Starts checking every resource of a stack against reality (plugin `check`): one that
@@ -70,10 +64,20 @@ impl Engine {
         let row = self.inner.store.find_stack(name_or_id).await?;
         let rows = self.inner.store.resources(&row.id).await?;
         let all: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
+        self.begin(&row.id, Action::Check, &all).await
+    }
+
+    /// Starts a traversal of `action` with jobs for `ready`, and wakes this engine's workers.
+    async fn begin(
+        &self,
+        stack_id: &str,
+        action: Action,
+        ready: &[&str],
+    ) -> Result<StackRow, StoreError> {
         let row = self
             .inner
             .store
-            .begin_traversal(&row.id, Action::Check, &all, &self.inner.id)
+            .begin_traversal(stack_id, action, ready, &self.inner.id)
             .await?;
         self.inner.wake.notify_waiters();
         Ok(row)
