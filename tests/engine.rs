@@ -517,3 +517,35 @@ async fn a_job_the_engine_cannot_work_fails_its_resource_instead_of_coming_back_
         db.cleanup().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_the_model_does_not_know_is_corrupt_data_naming_it() {
+    // Written behind the store's back (a newer build's state, a hand edit): reading the stack
+    // says what is wrong instead of panicking or passing the text on.
+    let text = "heat_template_version: 2021-04-16\nresources:\n  a:\n    type: OS::Heat::None\n";
+    for db in backends().await {
+        let store = Store::open(&db.url).await.unwrap();
+        let engine = tuned(store.clone(), EngineConfig::default(), &[]).await;
+        let row = create(&engine, "odd", text).await;
+        sqlx::any::install_default_drivers();
+        let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&db.url)
+            .await
+            .unwrap();
+        sqlx::query("UPDATE stacks SET status = 'PAUSED' WHERE id = $1")
+            .bind(&row.id)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        match store.find_stack(&row.id).await {
+            Err(e @ StoreError::Corrupt(_)) => assert_eq!(
+                e.to_string(),
+                "stored data is corrupt: \"PAUSED\" is not a status (expected one of: \
+                 IN_PROGRESS COMPLETE FAILED)",
+                "{}",
+                db.name
+            ),
+            other => panic!("{}: expected corrupt data, got {other:?}", db.name),
+        }
+        db.cleanup().await;
+    }
+}

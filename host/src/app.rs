@@ -93,7 +93,7 @@ impl App {
 }
 
 /// The configured database, migrated.
-pub async fn open_store(config: &Config) -> Result<Store, AppError> {
+async fn open_store(config: &Config) -> Result<Store, AppError> {
     let url = config.database.url();
     Store::open(&url)
         .await

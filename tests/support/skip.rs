@@ -12,7 +12,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 /// The file every skip is appended to: `KILN_SKIP_LOG`, else `TARGET/test-skips.log`.
-pub fn log_path() -> PathBuf {
+fn log_path() -> PathBuf {
     if let Some(path) = std::env::var_os("KILN_SKIP_LOG") {
         return PathBuf::from(path);
     }

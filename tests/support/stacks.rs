@@ -1,13 +1,11 @@
-//! Driving stacks in-process for engine tests: the configured plugins, a running engine,
+//! Driving stacks in-process for engine tests: an engine built as `kiln` builds one, running,
 //! creating a stack from template text, and waiting (generously) for its action to end.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kiln::app::{App, Plugins};
 use kiln::config::{Config, EngineConfig};
 use kiln::engine::{Engine, Sources, StackOptions};
-use kiln::plugin_set::PluginSet;
 use kiln::store::{StackRow, Store};
 use kiln::template::{self, SourceFile};
 use tokio::sync::watch;
@@ -22,11 +20,6 @@ fn for_tests(mut config: Config, allow: &[String]) -> Config {
         .or_default()
         .allow_http = allow.to_vec();
     config
-}
-
-/// The plugins of `config` (with the tests' shared cache), `http-resource` allowed `allow`.
-pub async fn plugins(config: Config, allow: &[String]) -> Arc<PluginSet> {
-    Arc::new(PluginSet::load(&for_tests(config, allow)).await.unwrap())
 }
 
 /// An engine on `store`, built as `kiln` builds one (`kiln::app::App`): the plugins and retry
