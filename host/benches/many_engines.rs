@@ -10,71 +10,20 @@
 //! request and no faults; resources are `Kiln::HTTP::Resource`s posting to it. Stacks are
 //! submitted with `kiln stack create --no-wait`; the engines do all the work. Times are read
 //! from the events (each names its engine, at a time on the database's clock). Every
-//! measurement gets a fresh database, dropped afterwards. Prints markdown tables; figures are
-//! recorded in BENCHMARKS.md.
+//! measurement gets a fresh database, dropped afterwards. The engines, the cloud and the
+//! databases are the tests' own (`tests/support/`), with kiln's default leases. Prints markdown
+//! tables; figures are recorded in BENCHMARKS.md.
+
+#[path = "../../tests/support/mod.rs"]
+mod support;
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::File;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use fault_cloud::{FaultConfig, FaultServer, FaultServerHandle, Mix};
 use kiln::store::{EventRow, StackRow, Store};
-use sqlx::{AssertSqlSafe, Connection};
-
-/// Every engine process started and not yet reaped, killed by the panic hook: a failing bench
-/// leaves no engine behind.
-static CHILDREN: Mutex<Vec<i32>> = Mutex::new(Vec::new());
-
-fn kiln_exe() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_kiln"))
-}
-
-fn signal(pid: i32, sig: i32) {
-    // SAFETY: kill(2) has no memory effects; `pid` is a child of this process not yet reaped.
-    unsafe { libc::kill(pid, sig) };
-}
-
-fn forget_child(pid: i32) {
-    CHILDREN
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .retain(|p| *p != pid);
-}
-
-/// A fresh database on the server of `base`, dropped by `drop_db`.
-async fn create_db(base: &str) -> (String, String) {
-    let name = format!("kiln_bench_{:08x}", rand::random::<u32>());
-    let mut conn = sqlx::AnyConnection::connect(base).await.unwrap();
-    sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    let (prefix, _) = base.rsplit_once('/').unwrap();
-    (name.clone(), format!("{prefix}/{name}"))
-}
-
-async fn drop_db(base: &str, name: &str) {
-    let mut conn = sqlx::AnyConnection::connect(base).await.unwrap();
-    sqlx::query(AssertSqlSafe(format!("DROP DATABASE {name} WITH (FORCE)")))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-}
-
-async fn cloud(latency_ms: u64) -> FaultServerHandle {
-    FaultServer::start(FaultConfig {
-        mix: Mix {
-            latency_ms,
-            ..Default::default()
-        },
-        ..Default::default()
-    })
-    .await
-    .expect("fault server starts")
-}
+use support::cloud::FakeCloud;
+use support::db::{TestDb, postgres};
+use support::procs::{Cluster, Settings};
 
 /// `n` independent HTTP resources.
 fn flat_stack(n: usize, url: &str) -> String {
@@ -101,197 +50,48 @@ fn chain_stack(n: usize, url: &str) -> String {
     t
 }
 
-struct EngineProc {
-    id: String,
-    pid: i32,
-    log: PathBuf,
-    child: Child,
-    reaped: bool,
+/// Engines with kiln's default leases on a fresh database: the cluster, a store on the same
+/// database, and the database (dropped by [`finish`]).
+async fn cluster(base: &str, engines: usize, engine_extra: &str) -> (Cluster, Store, TestDb) {
+    let db = postgres(base).await;
+    let settings = Settings {
+        engine_extra: engine_extra.to_string(),
+        ..Settings::kiln_defaults(WORKERS)
+    };
+    let mut cluster = Cluster::new(&db.url, &settings);
+    cluster.start_engines(engines).await;
+    let store = Store::open(&db.url).await.unwrap();
+    (cluster, store, db)
 }
 
-impl EngineProc {
-    fn log_tail(&self, lines: usize) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let all: Vec<&str> = text.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
-    }
-
-    fn try_reap(&mut self) -> bool {
-        if !self.reaped && self.child.try_wait().ok().flatten().is_some() {
-            self.reaped = true;
-            forget_child(self.pid);
-        }
-        self.reaped
-    }
-
-    fn kill_now(&mut self) {
-        if !self.reaped {
-            signal(self.pid, libc::SIGKILL);
-            let _ = self.child.wait();
-            self.reaped = true;
-            forget_child(self.pid);
-        }
-    }
+/// Stops the engines (each must exit cleanly) and drops the database.
+async fn finish(mut cluster: Cluster, store: Store, db: TestDb) {
+    cluster.shutdown().await;
+    drop(cluster);
+    drop(store);
+    db.cleanup().await;
 }
 
-/// Engine processes on one database, with their config file; dropping it kills what is left.
-struct Cluster {
-    dir: tempfile::TempDir,
-    config: PathBuf,
-    engines: Vec<EngineProc>,
+/// `kiln stack create NAME -t FILE --no-wait`; returns how long the command took.
+async fn submit(cluster: &Cluster, name: &str, template: &str) -> Duration {
+    let path = cluster.write(&format!("{name}.yaml"), template);
+    let t = Instant::now();
+    let out = cluster
+        .kiln(&["stack", "create", name, "-t", &path, "--no-wait"])
+        .await;
+    assert!(
+        out.status.success(),
+        "stack create --no-wait failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    t.elapsed()
 }
 
-impl Cluster {
-    fn new(db_url: &str, workers: u32, extra: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("kiln.toml");
-        let cache = std::env::temp_dir().join("kiln-bench-cache");
-        std::fs::write(
-            &config,
-            format!(
-                "[database]\nurl = {db_url:?}\n\n[engine]\nworkers = {workers}\n{extra}\n\n\
-                 [runtime]\ncache_dir = {:?}\n\n\
-                 [plugins.http-resource]\nallow_http = [\"http://127.0.0.1:*\"]\n",
-                cache.display().to_string()
-            ),
-        )
-        .unwrap();
-        Self {
-            dir,
-            config,
-            engines: Vec::new(),
-        }
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(kiln_exe());
-        c.arg("-c")
-            .arg(&self.config)
-            .args(args)
-            .current_dir(self.dir.path())
-            .env_remove("KILN_DATABASE_URL");
-        c
-    }
-
-    /// Starts `n` engines and waits until each has said its id and registered as up.
-    async fn start(&mut self, store: &Store, n: usize) {
-        for _ in 0..n {
-            let k = self.engines.len() + 1;
-            let log = self.dir.path().join(format!("engine-{k}.log"));
-            let child = self
-                .command(&["engine"])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(File::create(&log).unwrap())
-                .spawn()
-                .expect("start kiln engine");
-            let pid = child.id() as i32;
-            CHILDREN.lock().unwrap().push(pid);
-            self.engines.push(EngineProc {
-                id: String::new(),
-                pid,
-                log,
-                child,
-                reaped: false,
-            });
-        }
-        let deadline = Instant::now() + Duration::from_secs(120);
-        for e in self.engines.iter_mut().filter(|e| e.id.is_empty()) {
-            loop {
-                let text = std::fs::read_to_string(&e.log).unwrap_or_default();
-                if let Some(id) = text.lines().find_map(|l| {
-                    let rest = l.strip_prefix("engine ")?;
-                    let (id, _) = rest.split_once(" working on ")?;
-                    Some(id.to_string())
-                }) {
-                    e.id = id;
-                    break;
-                }
-                assert!(!e.try_reap(), "engine exited at start:\n{}", e.log_tail(40));
-                assert!(
-                    Instant::now() < deadline,
-                    "engine did not start:\n{}",
-                    e.log_tail(40)
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-        loop {
-            let list = store.engine_list().await.unwrap();
-            let up = self
-                .engines
-                .iter()
-                .filter(|e| !e.reaped)
-                .all(|e| list.iter().any(|s| s.id == e.id && s.status == "up"));
-            if up {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "engines did not register: {list:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// `kiln stack create NAME -t FILE --no-wait`; returns how long the command took.
-    async fn submit(&self, name: &str, template: &str) -> Duration {
-        let path = self.dir.path().join(format!("{name}.yaml"));
-        std::fs::write(&path, template).unwrap();
-        let path = path.display().to_string();
-        let t = Instant::now();
-        let mut c = tokio::process::Command::from(self.command(&[
-            "stack",
-            "create",
-            name,
-            "-t",
-            &path,
-            "--no-wait",
-        ]));
-        let out = c.output().await.expect("run kiln stack create");
-        assert!(
-            out.status.success(),
-            "stack create --no-wait failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        t.elapsed()
-    }
-
-    /// "e1", "e2", ... by start order; another id (the submitting CLI's) as it is.
-    fn label(&self, engine: &str) -> String {
-        self.engines
-            .iter()
-            .position(|e| e.id == engine)
-            .map_or_else(|| engine.to_string(), |i| format!("e{}", i + 1))
-    }
-
-    /// SIGTERM to every engine still running, then waits for each (SIGKILL after 60 s).
-    async fn stop_all(&mut self) {
-        for e in &mut self.engines {
-            if !e.try_reap() {
-                signal(e.pid, libc::SIGTERM);
-            }
-        }
-        let deadline = Instant::now() + Duration::from_secs(60);
-        for e in &mut self.engines {
-            while !e.try_reap() {
-                if Instant::now() > deadline {
-                    eprintln!("engine {} ignored SIGTERM for 60 s; killing it", e.id);
-                    e.kill_now();
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for e in &mut self.engines {
-            e.kill_now();
-        }
-    }
+/// "e1", "e2", ... by start order; another id (the submitting CLI's) as it is.
+fn engine_label(cluster: &Cluster, engine: &str) -> String {
+    cluster
+        .index_of(engine)
+        .map_or_else(|| engine.to_string(), |i| format!("e{}", i + 1))
 }
 
 /// Waits until the stack's action ends (at most `limit`).
@@ -394,17 +194,12 @@ struct Throughput {
 }
 
 async fn throughput(base: &str, engines: usize) -> Throughput {
-    let server = cloud(FLAT_LATENCY_MS).await;
-    let (db, url) = create_db(base).await;
-    let store = Store::open(&url).await.unwrap();
-    let mut cluster = Cluster::new(&url, WORKERS, "");
-    cluster.start(&store, engines).await;
+    let server = FakeCloud::with_latency(FLAT_LATENCY_MS).await;
+    let (cluster, store, db) = cluster(base, engines, "").await;
     let name = format!("flat-{engines}");
     let cpu = |c: &Cluster| c.engines.iter().map(|e| proc_cpu_s(e.pid)).sum::<f64>();
     let (cpu0, pg0, m0) = (cpu(&cluster), postgres_cpu_s(), machine_cpu());
-    let submit = cluster
-        .submit(&name, &flat_stack(FLAT_N, &server.url("items")))
-        .await;
+    let submit = submit(&cluster, &name, &flat_stack(FLAT_N, &server.url())).await;
     let row = settle(&store, &name, Duration::from_secs(180)).await;
     let (cpu1, pg1, m1) = (cpu(&cluster), postgres_cpu_s(), machine_cpu());
     assert_eq!(
@@ -423,7 +218,7 @@ async fn throughput(base: &str, engines: usize) -> Throughput {
         .unwrap();
     let mut per: BTreeMap<String, usize> = BTreeMap::new();
     for e in events.iter().filter(|e| is_resource(e, "COMPLETE")) {
-        *per.entry(cluster.label(e.engine.as_deref().unwrap_or("")))
+        *per.entry(engine_label(&cluster, e.engine.as_deref().unwrap_or("")))
             .or_default() += 1;
     }
     let done: usize = per.values().sum();
@@ -433,12 +228,8 @@ async fn throughput(base: &str, engines: usize) -> Throughput {
         .map(|(k, v)| format!("{k} {:.0}%", 100.0 * *v as f64 / done as f64))
         .collect::<Vec<_>>()
         .join(", ");
-    assert_eq!(server.object_count(), FLAT_N, "objects at the cloud");
-    cluster.stop_all().await;
-    drop(cluster);
-    drop(store);
-    drop_db(base, &db).await;
-    server.shutdown().await;
+    assert_eq!(server.objects(), FLAT_N, "objects at the cloud");
+    finish(cluster, store, db).await;
     Throughput {
         engines,
         wall_s: (end - row.created_at) as f64 / 1000.0,
@@ -465,15 +256,10 @@ struct Dispatch {
 }
 
 async fn dispatch(base: &str, label: &str, extra: &str) -> Dispatch {
-    let server = cloud(0).await;
-    let (db, url) = create_db(base).await;
-    let store = Store::open(&url).await.unwrap();
-    let mut cluster = Cluster::new(&url, WORKERS, extra);
-    cluster.start(&store, 2).await;
+    let server = FakeCloud::start().await;
+    let (cluster, store, db) = cluster(base, 2, extra).await;
     let name = "chain";
-    cluster
-        .submit(name, &chain_stack(CHAIN_N, &server.url("items")))
-        .await;
+    submit(&cluster, name, &chain_stack(CHAIN_N, &server.url())).await;
     let row = settle(&store, name, Duration::from_secs(180)).await;
     assert_eq!(row.status, "COMPLETE", "{}", row.status_reason);
     let events = store.events(&row.id, 0).await.unwrap();
@@ -493,7 +279,7 @@ async fn dispatch(base: &str, label: &str, extra: &str) -> Dispatch {
     let mut per: BTreeMap<String, usize> = BTreeMap::new();
     for i in 0..CHAIN_N {
         let (_, by) = completed[format!("r{i}").as_str()];
-        *per.entry(cluster.label(by)).or_default() += 1;
+        *per.entry(engine_label(&cluster, by)).or_default() += 1;
         if i + 1 == CHAIN_N {
             break;
         }
@@ -522,11 +308,7 @@ async fn dispatch(base: &str, label: &str, extra: &str) -> Dispatch {
         .map(|(k, v)| format!("{k} {v}"))
         .collect::<Vec<_>>()
         .join(", ");
-    cluster.stop_all().await;
-    drop(cluster);
-    drop(store);
-    drop_db(base, &db).await;
-    server.shutdown().await;
+    finish(cluster, store, db).await;
     Dispatch {
         label: label.to_string(),
         groups: vec![
@@ -546,11 +328,8 @@ const TAKEOVER_N: usize = 100;
 const TAKEOVER_LATENCY_MS: u64 = 2000;
 
 async fn takeover(base: &str) {
-    let server = cloud(TAKEOVER_LATENCY_MS).await;
-    let (db, url) = create_db(base).await;
-    let store = Store::open(&url).await.unwrap();
-    let mut cluster = Cluster::new(&url, WORKERS, "");
-    cluster.start(&store, 2).await;
+    let server = FakeCloud::with_latency(TAKEOVER_LATENCY_MS).await;
+    let (cluster, store, db) = cluster(base, 2, "").await;
     // The victim is the leader, the harder case: maintenance (the rescuer) must move too.
     let deadline = Instant::now() + Duration::from_secs(60);
     let leader = loop {
@@ -561,12 +340,10 @@ async fn takeover(base: &str) {
         assert!(Instant::now() < deadline, "no leader: {list:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    let victim_ix = cluster.engines.iter().position(|e| e.id == leader).unwrap();
-    let (victim, victim_pid) = (leader, cluster.engines[victim_ix].pid);
+    let victim_ix = cluster.index_of(&leader).unwrap();
+    let victim = leader;
     let name = "takeover";
-    cluster
-        .submit(name, &flat_stack(TAKEOVER_N, &server.url("items")))
-        .await;
+    submit(&cluster, name, &flat_stack(TAKEOVER_N, &server.url())).await;
     // Wait until the victim has calls in flight.
     let deadline = Instant::now() + Duration::from_secs(60);
     let (in_flight, was_leader) = loop {
@@ -582,7 +359,7 @@ async fn takeover(base: &str) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let killed_at = store.now_ms().await.unwrap();
-    signal(victim_pid, libc::SIGKILL);
+    cluster.engines[victim_ix].kill();
     let t_kill = Instant::now();
     let mut dead_after: Option<i64> = None;
     let mut leader_after: Option<(i64, String)> = None;
@@ -652,7 +429,9 @@ async fn takeover(base: &str) {
                 (e.at - killed_at) as f64 / 1000.0,
                 e.action,
                 e.status,
-                e.engine.as_deref().map_or("-".into(), |x| cluster.label(x)),
+                e.engine
+                    .as_deref()
+                    .map_or("-".into(), |x| engine_label(&cluster, x)),
                 e.reason
             )
         })
@@ -679,20 +458,16 @@ async fn takeover(base: &str) {
             .or_default() += 1;
     }
     let completed_twice = completions.values().filter(|n| **n > 1).count();
-    let objects = server.object_count();
+    let objects = server.objects();
     let (va, sv) = (
-        cluster.label(&victim),
-        cluster.label(&cluster.engines[1 - victim_ix].id),
+        engine_label(&cluster, &victim),
+        engine_label(&cluster, &cluster.engines[1 - victim_ix].id),
     );
     let by_victim = events
         .iter()
         .filter(|e| is_resource(e, "COMPLETE") && e.engine.as_deref() == Some(&victim))
         .count();
-    cluster.stop_all().await;
-    drop(cluster);
-    drop(store);
-    drop_db(base, &db).await;
-    server.shutdown().await;
+    finish(cluster, store, db).await;
 
     println!(
         "\n### 3. Takeover after SIGKILL (2 engines × {WORKERS} workers, {TAKEOVER_N} resources, latency \
@@ -773,13 +548,6 @@ fn main() {
         );
         return;
     };
-    let default_hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        for pid in CHILDREN.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
-            signal(pid, libc::SIGKILL);
-        }
-        default_hook(info);
-    }));
     // Parts to run (all by default); cargo passes `--bench`, which is not one.
     let parts: Vec<String> = std::env::args()
         .skip(1)

@@ -9,15 +9,15 @@
 //!
 //! Prints a table; figures are recorded in BENCHMARKS.md.
 
+#[path = "../../tests/support/mod.rs"]
+mod support;
+
 use std::time::{Duration, Instant};
 
-use kiln::app::{App, Plugins};
 use kiln::config::{Config, EngineConfig};
-use kiln::engine::{Engine, Sources};
+use kiln::engine::{Engine, StackOptions};
 use kiln::store::Store;
-use kiln::template::{self, SourceFile};
-use sqlx::{AssertSqlSafe, Connection};
-use tokio::sync::watch;
+use support::stacks::{run as running, settle_polling, sources, validate};
 
 const CONFIG: &str = r#"
 [retry.policies.now]
@@ -42,32 +42,17 @@ fn template(n: usize, fail_attempts: u32) -> String {
     t
 }
 
+/// The stack's ACTION_STATUS once its action ended, looked at every 5 ms.
 async fn settle(store: &Store, id: &str) -> String {
-    loop {
-        let row = store.find_stack(id).await.unwrap();
-        if row.status != "IN_PROGRESS" {
-            return format!("{}_{}", row.action, row.status);
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let row = settle_polling(store, id, Duration::from_millis(5)).await;
+    format!("{}_{}", row.action, row.status)
 }
 
 /// Seconds to create a stack of `n` resources whose first `fail_attempts` attempts fail.
 async fn create(engine: &Engine, n: usize, fail_attempts: u32) -> f64 {
     let text = template(n, fail_attempts);
-    let file = SourceFile {
-        name: "bench.yaml".into(),
-        text: text.clone(),
-    };
-    let stack = template::validate(&file, &[], &[], engine.plugins())
-        .unwrap_or_else(|_| panic!("template"));
-    let sources = Sources {
-        template: file.name.clone(),
-        template_text: text,
-        environments: vec![],
-        parameters: vec![],
-        options: Default::default(),
-    };
+    let stack = validate(&text, engine);
+    let sources = sources(&text, StackOptions::default());
     let t = Instant::now();
     let row = engine
         .create_stack(&format!("bench-{n}-{fail_attempts}"), &stack, &sources)
@@ -80,20 +65,12 @@ async fn create(engine: &Engine, n: usize, fail_attempts: u32) -> f64 {
 
 async fn run(backend: &str, url: &str, config: &Config, n: usize) {
     let store = Store::open(url).await.unwrap();
-    let engine = App::on_store(config, store, Plugins::Load)
-        .await
-        .unwrap()
-        .engine;
-    let (stop, rx) = watch::channel(false);
-    let task = tokio::spawn({
-        let engine = engine.clone();
-        async move { engine.run(rx).await }
-    });
+    let engine = support::stacks::engine(store, config.clone(), &[]).await;
+    let workers = running(&engine);
     let clean = create(&engine, n, 0).await;
     let once = create(&engine, n, 1).await;
     let twice = create(&engine, n, 2).await;
-    let _ = stop.send(true);
-    task.await.unwrap();
+    workers.shutdown().await;
     let per = |t: f64, retries: f64| (t - clean) / (n as f64 * retries) * 1000.0;
     println!(
         "| {backend:<8} | {n:>5} | {:>10.2} | {:>13.2} | {:>14.2} | {:>15.2} |",
@@ -114,25 +91,20 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let mut config = Config::parse(CONFIG, "bench").unwrap();
-        config.runtime.cache_dir = Some(std::env::temp_dir().join("kiln-bench-cache"));
+        let config = Config::parse(CONFIG, "bench").unwrap();
         println!(
             "retry overhead, OS::Heat::TestResource, {} engine workers, policy fixed-interval 0 ms\n",
             EngineConfig::default().workers
         );
         println!("| backend  |     n | no retry s | 1 retry each s | 2 retries each s | ms per retry (work) |");
         println!("|----------|-------|------------|----------------|------------------|---------------------|");
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("bench.db").display());
-        run("sqlite", &url, &config, n).await;
+        let db = support::db::sqlite();
+        run("sqlite", &db.url, &config, n).await;
         if let Ok(base) = std::env::var("KILN_TEST_DATABASE_URL") {
             sqlx::any::install_default_drivers();
-            let name = format!("kiln_bench_{:08x}", rand::random::<u32>());
-            let mut conn = sqlx::AnyConnection::connect(&base).await.unwrap();
-            sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await.unwrap();
-            let (prefix, _) = base.rsplit_once('/').unwrap();
-            run("postgres", &format!("{prefix}/{name}"), &config, n).await;
-            sqlx::query(AssertSqlSafe(format!("DROP DATABASE {name} WITH (FORCE)"))).execute(&mut conn).await.unwrap();
+            let db = support::db::postgres(&base).await;
+            run("postgres", &db.url, &config, n).await;
+            db.cleanup().await;
         } else {
             println!("(PostgreSQL skipped: set KILN_TEST_DATABASE_URL)");
         }

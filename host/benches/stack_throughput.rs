@@ -6,17 +6,18 @@
 //!     KILN_TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/test \
 //!         cargo bench -p kiln --bench stack_throughput [-- SIZES...]
 //!
-//! Prints a table; figures are recorded in BENCHMARKS.md.
+//! Prints a table; figures are recorded in BENCHMARKS.md. The engine, the stacks and the
+//! databases are the tests' own (`tests/support/`).
+
+#[path = "../../tests/support/mod.rs"]
+mod support;
 
 use std::time::{Duration, Instant};
 
-use kiln::app::{App, Plugins};
 use kiln::config::{Config, EngineConfig};
-use kiln::engine::{Engine, Sources};
+use kiln::engine::{Engine, Sources, StackOptions};
 use kiln::store::Store;
-use kiln::template::{self, SourceFile};
-use sqlx::{AssertSqlSafe, Connection};
-use tokio::sync::watch;
+use support::stacks::{run as running, settle_polling, sources, validate};
 
 fn template(n: usize, version: u32) -> String {
     let mut t = String::from("heat_template_version: 2021-04-16\nresources:\n");
@@ -34,12 +35,7 @@ async fn update(
     text: &str,
     sources: &Sources,
 ) -> Duration {
-    let file = SourceFile {
-        name: "bench.yaml".into(),
-        text: text.to_string(),
-    };
-    let stack = template::validate(&file, &[], &[], engine.plugins())
-        .unwrap_or_else(|_| panic!("template"));
+    let stack = validate(text, engine);
     let t = Instant::now();
     engine.update_stack(id, &stack, sources).await.unwrap();
     let status = settle(store, id).await;
@@ -56,43 +52,21 @@ fn peak_rss_mib() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+/// The stack's ACTION_STATUS once its action ended, looked at every 5 ms.
 async fn settle(store: &Store, id: &str) -> String {
-    loop {
-        let row = store.find_stack(id).await.unwrap();
-        if row.status != "IN_PROGRESS" {
-            return format!("{}_{}", row.action, row.status);
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let row = settle_polling(store, id, Duration::from_millis(5)).await;
+    format!("{}_{}", row.action, row.status)
 }
 
 async fn run(backend: &str, url: &str, config: &Config, n: usize) {
     let store = Store::open(url).await.unwrap();
-    let engine = App::on_store(config, store.clone(), Plugins::Load)
-        .await
-        .unwrap()
-        .engine;
-    let (stop, rx) = watch::channel(false);
-    let task = tokio::spawn({
-        let engine = engine.clone();
-        async move { engine.run(rx).await }
-    });
+    let engine = support::stacks::engine(store.clone(), config.clone(), &[]).await;
+    let workers = running(&engine);
     let text = template(n, 1);
     let t = Instant::now();
-    let file = SourceFile {
-        name: "bench.yaml".into(),
-        text: text.clone(),
-    };
-    let stack = template::validate(&file, &[], &[], engine.plugins())
-        .unwrap_or_else(|_| panic!("template"));
+    let stack = validate(&text, &engine);
     let validate = t.elapsed();
-    let sources = Sources {
-        template: file.name.clone(),
-        template_text: text,
-        environments: vec![],
-        parameters: vec![],
-        options: Default::default(),
-    };
+    let sources = sources(&text, StackOptions::default());
     let t = Instant::now();
     let row = engine
         .create_stack(&format!("bench-{n}"), &stack, &sources)
@@ -108,8 +82,7 @@ async fn run(backend: &str, url: &str, config: &Config, n: usize) {
     let status = settle(&store, &row.id).await;
     let delete = t.elapsed();
     assert_eq!(status, "DELETE_COMPLETE");
-    let _ = stop.send(true);
-    task.await.unwrap();
+    workers.shutdown().await;
     println!(
         "| {backend:<8} | {n:>6} | {:>11.0} | {:>8.2} | {:>10.0} | {:>14.0} | {:>13.0} | {:>8.2} | {:>10.0} | {:>12.0} |",
         validate.as_secs_f64() * 1000.0,
@@ -138,25 +111,20 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let mut config = Config::default();
-        config.runtime.cache_dir = Some(std::env::temp_dir().join("kiln-bench-cache"));
+        let config = Config::default();
         println!("stack throughput, OS::Heat::None resources, {} engine workers\n", EngineConfig::default().workers);
         println!("| backend  |      n | validate ms | create s | create r/s | unchanged r/s | in-place r/s | delete s | delete r/s | peak RSS MiB |");
         println!("|----------|--------|-------------|----------|------------|---------------|--------------|----------|------------|--------------|");
         for &n in &sizes {
-            let dir = tempfile::tempdir().unwrap();
-            let url = format!("sqlite://{}", dir.path().join("bench.db").display());
-            run("sqlite", &url, &config, n).await;
+            let db = support::db::sqlite();
+            run("sqlite", &db.url, &config, n).await;
         }
         if let Ok(base) = std::env::var("KILN_TEST_DATABASE_URL") {
             sqlx::any::install_default_drivers();
             for &n in &sizes {
-                let name = format!("kiln_bench_{:08x}", rand::random::<u32>());
-                let mut conn = sqlx::AnyConnection::connect(&base).await.unwrap();
-                sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await.unwrap();
-                let (prefix, _) = base.rsplit_once('/').unwrap();
-                run("postgres", &format!("{prefix}/{name}"), &config, n).await;
-                sqlx::query(AssertSqlSafe(format!("DROP DATABASE {name} WITH (FORCE)"))).execute(&mut conn).await.unwrap();
+                let db = support::db::postgres(&base).await;
+                run("postgres", &db.url, &config, n).await;
+                db.cleanup().await;
             }
         } else {
             println!("(PostgreSQL skipped: set KILN_TEST_DATABASE_URL)");

@@ -12,13 +12,7 @@ pub struct TestDb {
 
 /// The backends to run a test on.
 pub async fn backends() -> Vec<TestDb> {
-    let dir = tempfile::tempdir().unwrap();
-    let mut out = vec![TestDb {
-        name: "sqlite",
-        url: format!("sqlite://{}", dir.path().join("kiln.db").display()),
-        _dir: Some(dir),
-        drop_pg: None,
-    }];
+    let mut out = vec![sqlite()];
     match std::env::var("KILN_TEST_DATABASE_URL") {
         Ok(base) => out.push(postgres(&base).await),
         // Under CI this panics: CI must run the PostgreSQL tests.
@@ -29,8 +23,19 @@ pub async fn backends() -> Vec<TestDb> {
     out
 }
 
+/// A SQLite file in a new temporary directory.
+pub fn sqlite() -> TestDb {
+    let dir = tempfile::tempdir().unwrap();
+    TestDb {
+        name: "sqlite",
+        url: format!("sqlite://{}", dir.path().join("kiln.db").display()),
+        _dir: Some(dir),
+        drop_pg: None,
+    }
+}
+
 /// A new, empty PostgreSQL database on the server of `base`.
-async fn postgres(base: &str) -> TestDb {
+pub async fn postgres(base: &str) -> TestDb {
     sqlx::any::install_default_drivers();
     let name = format!("kiln_test_{:016x}", rand::random::<u64>());
     let mut conn = sqlx::AnyConnection::connect(base)

@@ -25,6 +25,15 @@ pub struct Settings {
     pub poll_interval_ms: u64,
     pub maintenance_interval_ms: u64,
     pub grace_ms: u64,
+    /// Leave the lease, heartbeat, poll, maintenance and grace times out of the config, so the
+    /// engines run with kiln's own defaults (the benchmarks measure what operators get).
+    pub kiln_timings: bool,
+    /// More `[engine]` lines, as written.
+    pub engine_extra: String,
+    /// More tables (`[retry...]`, say), appended to the file as written.
+    pub extra_toml: String,
+    /// `KILN_LOG` for every process: `info` for the tests, which read what the engines say.
+    pub log: String,
     pub allow_http: Vec<String>,
 }
 
@@ -38,26 +47,50 @@ impl Default for Settings {
             poll_interval_ms: 200,
             maintenance_interval_ms: 500,
             grace_ms: 10_000,
+            kiln_timings: false,
+            engine_extra: String::new(),
+            extra_toml: String::new(),
+            log: "info".into(),
             allow_http: vec!["http://127.0.0.1:*".into()],
         }
     }
 }
 
 impl Settings {
+    /// `workers` per engine and everything else as kiln's defaults have it (the log level too:
+    /// logging every job costs CPU that the benchmarks would count).
+    pub fn kiln_defaults(workers: u32) -> Self {
+        Self {
+            workers,
+            kiln_timings: true,
+            log: "warn".into(),
+            ..Self::default()
+        }
+    }
+
     /// The kiln.toml text.
     pub fn toml(&self) -> String {
         let allow: Vec<String> = self.allow_http.iter().map(|a| format!("{a:?}")).collect();
+        let timings = if self.kiln_timings {
+            String::new()
+        } else {
+            format!(
+                "lease_ms = {}\nheartbeat_ms = {}\npoll_interval_ms = {}\n\
+                 maintenance_interval_ms = {}\ngrace_ms = {}\n",
+                self.lease_ms,
+                self.heartbeat_ms,
+                self.poll_interval_ms,
+                self.maintenance_interval_ms,
+                self.grace_ms,
+            )
+        };
         format!(
-            "[engine]\nworkers = {}\nlease_ms = {}\nheartbeat_ms = {}\npoll_interval_ms = {}\n\
-             maintenance_interval_ms = {}\ngrace_ms = {}\n\n\
-             [plugins.http-resource]\nallow_http = [{}]\n",
+            "[engine]\nworkers = {}\n{timings}{}\n\n\
+             [plugins.http-resource]\nallow_http = [{}]\n\n{}\n",
             self.workers,
-            self.lease_ms,
-            self.heartbeat_ms,
-            self.poll_interval_ms,
-            self.maintenance_interval_ms,
-            self.grace_ms,
-            allow.join(", ")
+            self.engine_extra,
+            allow.join(", "),
+            self.extra_toml
         )
     }
 }
@@ -160,6 +193,7 @@ pub struct EngineInfo {
 /// Engines on one database, plus the CLI configured the same way.
 pub struct Cluster {
     dir: tempfile::TempDir,
+    log: String,
     pub db_url: String,
     pub config: PathBuf,
     /// Every engine started, in start order (exited ones included).
@@ -174,6 +208,7 @@ impl Cluster {
         std::fs::write(&config, settings.toml()).unwrap();
         Self {
             dir,
+            log: settings.log.clone(),
             db_url: db_url.to_string(),
             config,
             engines: Vec::new(),
@@ -202,7 +237,7 @@ impl Cluster {
             .env_remove("KILN_CONFIG")
             .env("KILN_DATABASE_URL", &self.db_url)
             .env("KILN_RUNTIME__CACHE_DIR", super::shared_cache())
-            .env("KILN_LOG", "info");
+            .env("KILN_LOG", &self.log);
         c
     }
 
@@ -419,11 +454,12 @@ where
     wait_for(timeout, what, async || check().await.then_some(())).await
 }
 
-/// A `kiln serve` process (an engine and the API) on its own SQLite file; dropping it kills it
-/// and, when the test is failing, prints the tail of its log.
+/// A `kiln serve` process (an engine and the API) on its own SQLite file, or a `kiln api`
+/// process (the API only) on a cluster's database; dropping it kills it and, when the test is
+/// failing, prints the tail of its log.
 pub struct ServeProc {
     pub addr: String,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
     child: Child,
     log: PathBuf,
     exited: bool,
@@ -442,7 +478,8 @@ impl ServeProc {
         )
         .unwrap();
         let log = dir.path().join("serve.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_kiln"));
+        command
             .arg("-c")
             .arg(&config)
             .arg("serve")
@@ -453,12 +490,25 @@ impl ServeProc {
                 format!("sqlite://{}", dir.path().join("kiln.db").display()),
             )
             .env("KILN_RUNTIME__CACHE_DIR", super::shared_cache())
-            .env("KILN_LOG", "info")
+            .env("KILN_LOG", "info");
+        Self::launch(command, log, Some(dir)).await
+    }
+
+    /// Starts `kiln api` on any free port, configured as `cluster`'s engines are (its database
+    /// among them); its log is `NAME.log` in the cluster's directory.
+    pub async fn api(cluster: &Cluster, name: &str) -> Self {
+        let log = cluster.dir().join(format!("{name}.log"));
+        let command = cluster.command(&["api", "--listen", "127.0.0.1:0"]);
+        Self::launch(command, log, None).await
+    }
+
+    async fn launch(mut command: Command, log: PathBuf, dir: Option<tempfile::TempDir>) -> Self {
+        let child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(File::create(&log).unwrap())
             .spawn()
-            .expect("spawning kiln serve");
+            .expect("spawning kiln");
         let mut serve = Self {
             _dir: dir,
             child,
@@ -475,19 +525,29 @@ impl ServeProc {
             }
             if let Some(status) = serve.child.try_wait().unwrap() {
                 serve.exited = true;
-                panic!("kiln serve exited at start ({status}):\n{text}");
+                panic!("kiln exited at start ({status}):\n{text}");
             }
             assert!(
                 Instant::now() < deadline,
-                "kiln serve printed no `api on http://` line:\n{text}"
+                "kiln printed no `api on http://` line:\n{text}"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
+    /// SIGKILL, and reaps it: requests in flight get no answer.
+    pub fn kill(&mut self) {
+        if !self.exited {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            self.exited = true;
+        }
+    }
+
     pub fn log_tail(&self) -> String {
         format!(
-            "----- kiln serve stderr, last lines -----\n{}",
+            "----- {} stderr, last lines -----\n{}",
+            self.log.display(),
             tail(&self.log, 60)
         )
     }
@@ -502,7 +562,7 @@ impl ServeProc {
             }
             assert!(
                 Instant::now() < deadline,
-                "kiln serve did not exit on SIGTERM\n{}",
+                "kiln did not exit on SIGTERM\n{}",
                 self.log_tail()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -510,7 +570,7 @@ impl ServeProc {
         self.exited = true;
         assert!(
             status.success(),
-            "kiln serve did not stop cleanly: {status}\n{}",
+            "kiln did not stop cleanly: {status}\n{}",
             self.log_tail()
         );
     }
@@ -518,10 +578,7 @@ impl ServeProc {
 
 impl Drop for ServeProc {
     fn drop(&mut self) {
-        if !self.exited {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        self.kill();
         if std::thread::panicking() {
             eprintln!("{}", self.log_tail());
         }

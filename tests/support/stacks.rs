@@ -96,7 +96,8 @@ pub async fn create_with(
         .unwrap()
 }
 
-fn sources(text: &str, options: StackOptions) -> Sources {
+/// What the stack was made from: `text` as `test.yaml`, no environments or parameters.
+pub fn sources(text: &str, options: StackOptions) -> Sources {
     Sources {
         template: "test.yaml".into(),
         template_text: text.into(),
@@ -108,6 +109,11 @@ fn sources(text: &str, options: StackOptions) -> Sources {
 
 /// Waits until the stack's current action ends.
 pub async fn settle(store: &Store, id: &str) -> StackRow {
+    settle_polling(store, id, Duration::from_millis(50)).await
+}
+
+/// [`settle`], looking `every` so often (the benchmarks time actions to a few milliseconds).
+pub async fn settle_polling(store: &Store, id: &str, every: Duration) -> StackRow {
     let deadline = Instant::now() + Duration::from_secs(180);
     loop {
         let row = store.find_stack(id).await.unwrap();
@@ -119,7 +125,7 @@ pub async fn settle(store: &Store, id: &str) -> StackRow {
             Instant::now() < deadline,
             "stack {name} still {action}_IN_PROGRESS"
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(every).await;
     }
 }
 
