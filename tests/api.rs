@@ -419,7 +419,7 @@ async fn health_readiness_metrics_and_the_openapi_document_need_no_token() {
             ready.body["database"].clone(),
             ready.body["migrations"].clone()
         ),
-        (json!("sqlite"), json!(5))
+        (json!("sqlite"), json!(6))
     );
     let doc = anon.get("/openapi.json").await.expect(200);
     assert_eq!(doc.body["openapi"], "3.1.0");

@@ -5,7 +5,7 @@
 
 mod support;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use fault_cloud::RequestRecord;
 use kiln::config::Config;
@@ -688,6 +688,131 @@ async fn resume_checks_a_failed_resource_then_updates_replaces_or_recreates_it()
                     .all(|r| r.status == "COMPLETE" && !r.name.contains('/'))
             );
         }
+        run.shutdown().await;
+        db.cleanup().await;
+    }
+}
+
+/// An update job keeps what it decided across its attempts (found by the chaos suite): here a
+/// resource a failed update left FAILED has drifted, so its job decides to replace it; the
+/// replacement's POST takes effect but its answer is lost; and on the next attempt the check
+/// itself fails. Deciding again would now update the old object in place and leave the
+/// replacement behind in the cloud, owned by nothing. The job must replace, with the same
+/// idempotency key (the cloud replays the object it made), and delete the old object.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_update_job_keeps_its_decision_and_leaves_no_object_behind() {
+    for db in backends().await {
+        let cloud = FakeCloud::start().await;
+        let run = start(&db.url, &[cloud.rule()], 4).await;
+        let store = run.engine.store().clone();
+        let (stack, id) = failed_update(&run, &cloud, "sticky").await;
+        cloud.set_field(&id, "name", "changed by hand".into());
+        let seen = cloud.server().requests().len();
+        // The check's GET finds the drift; the replacement's POST is handled, then answered
+        // 503; the next attempt's check gets a 503.
+        cloud.inject(support::cloud::Inject::Pass);
+        cloud.inject(support::cloud::Inject::StatusAfterHandling(503));
+        cloud.inject(support::cloud::Inject::Status(503));
+        run.engine.resume_stack("sticky").await.unwrap();
+        let done = settle(&store, &stack).await;
+        assert_eq!(
+            done.status, "COMPLETE",
+            "{}: {}",
+            db.name, done.status_reason
+        );
+        let item = format!("/things/{id}");
+        let calls: Vec<String> = cloud.server().requests()[seen..]
+            .iter()
+            .map(|r| {
+                let path = if r.path == item {
+                    "ITEM"
+                } else {
+                    r.path.as_str()
+                };
+                format!("{} {path} {:?}", r.method, r.idempotency_key.is_some())
+            })
+            .collect();
+        let posts: Vec<_> = cloud.server().requests()[seen..]
+            .iter()
+            .filter(|r| r.method == "POST")
+            .map(|r| r.idempotency_key.clone())
+            .collect();
+        assert!(
+            posts.len() >= 2 && posts.iter().all(|k| k.is_some() && *k == posts[0]),
+            "{}: the replacement is POSTed again, with its key: {calls:?}",
+            db.name
+        );
+        // `keep`, and tweak's replacement: the old object deleted, none left behind.
+        let rows = store.resources(&stack).await.unwrap();
+        let owned: Vec<String> = rows
+            .iter()
+            .filter_map(|r| r.attributes.as_ref()?["id"].as_str().map(str::to_string))
+            .collect();
+        assert_eq!(cloud.objects(), 2, "{}: {calls:?}", db.name);
+        assert!(cloud.object(&id).is_none(), "{}: {calls:?}", db.name);
+        assert_eq!(owned.len(), 2, "{}: {rows:?}", db.name);
+        assert!(
+            owned.iter().all(|o| cloud.object(o).is_some()),
+            "{}: {calls:?}",
+            db.name
+        );
+        run.shutdown().await;
+        db.cleanup().await;
+    }
+}
+
+/// Under `on_failure: stop`, a job that started and waits to retry finishes (found by the
+/// chaos suite): its replacement's POST took effect but the answer was lost, so dropping the job
+/// would leave that object in the cloud, owned by nothing. Here `swap` is replaced (its POST
+/// answered 503 after the object was made, the retry due 2 s later) while `bad` fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_under_stop_lets_started_jobs_finish_and_leaves_no_object_behind() {
+    for db in backends().await {
+        let cloud = FakeCloud::start().await;
+        let base = cloud.rule();
+        let config = Config::parse(
+            "[retry.policies.slow]\ncomponent = \"fixed-interval\"\n\
+             params = { interval_ms = 2000, max_attempts = 3 }\n\
+             [[retry.rules]]\ntypes = [\"Kiln::HTTP::Resource\"]\npolicy = \"slow\"\n",
+            "kiln.toml",
+        )
+        .unwrap();
+        let run = start_with(config, &db.url, &[cloud.rule()], 4).await;
+        let store = run.engine.store().clone();
+        let text = |collection: &str, bad: bool| {
+            let mut t = [HEAD.to_string(), http("swap", collection, "{name: swap}")].concat();
+            if bad {
+                t += "  bad:\n    type: OS::Heat::TestResource\n    \
+                      properties: {fail: true, wait_secs: 0.5}\n";
+            }
+            t.replace("BASE", &base)
+        };
+        let row = create(&run.engine, "stopped", &text("things", false)).await;
+        assert_eq!(settle(&store, &row.id).await.status, "COMPLETE");
+        cloud.inject(support::cloud::Inject::StatusAfterHandling(503));
+        update(&run.engine, "stopped", &text("others", true)).await;
+        let done = settle(&store, &row.id).await;
+        assert_eq!(done.status, "FAILED", "{}", db.name);
+        let rows = store.resources(&row.id).await.unwrap();
+        let owned: BTreeSet<String> = rows
+            .iter()
+            .filter_map(|r| r.attributes.as_ref()?["id"].as_str().map(str::to_string))
+            .collect();
+        let objects: BTreeSet<String> = cloud
+            .server()
+            .objects()
+            .into_values()
+            .flat_map(|objs| objs.into_keys())
+            .collect();
+        let summary: Vec<String> = rows
+            .iter()
+            .map(|r| format!("{} {}_{}", r.name, r.action, r.status))
+            .collect();
+        assert_eq!(
+            objects, owned,
+            "{}: every object in the cloud belongs to a resource: {summary:?}",
+            db.name
+        );
         run.shutdown().await;
         db.cleanup().await;
     }

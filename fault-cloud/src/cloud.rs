@@ -144,7 +144,7 @@ fn decide(
     body: &[u8],
 ) -> Decided {
     match state.injector.next(method) {
-        Some(f) => {
+        Some(f) if f.fault != Fault::Pass => {
             // A fault after handling lets the request take effect (e.g. create the object).
             let created = if f.after {
                 state
@@ -161,7 +161,7 @@ fn decide(
                 outcome: Outcome::Strike(f.fault),
             }
         }
-        None => {
+        _ => {
             let h = state.objects.handle(method, collection, id, key, body);
             Decided {
                 status: Some(h.status),
@@ -178,7 +178,7 @@ fn status_of(fault: Fault) -> Option<u16> {
     match fault {
         Fault::Status(code) => Some(code),
         Fault::Throttle { .. } => Some(429),
-        Fault::Hang | Fault::Reset => None,
+        Fault::Hang | Fault::Reset | Fault::Pass => None,
     }
 }
 
@@ -203,6 +203,8 @@ async fn strike(fault: Fault, conn: &ConnCtl) -> Response {
         )
             .into_response(),
         Fault::Hang => std::future::pending().await,
+        // Answered as usual by `decide`, never struck.
+        Fault::Pass => StatusCode::OK.into_response(),
         Fault::Reset => {
             conn.reset();
             // The connection task drops this request with the connection.

@@ -18,6 +18,9 @@ pub enum Fault {
     Hang,
     /// Drop the TCP connection with a reset (SO_LINGER 0), without any HTTP response.
     Reset,
+    /// No fault: answer as usual. Scripted before other faults, it lets requests through so
+    /// that a fault strikes exactly the request it is meant for.
+    Pass,
 }
 
 /// A fault and when it strikes.
@@ -62,12 +65,13 @@ impl FromStr for Fault {
     fn from_str(s: &str) -> Result<Self, ParseError> {
         let bad = || {
             ParseError(format!(
-                "unknown fault {s:?}: expected a status 400..=599, 429:SECS, hang or reset"
+                "unknown fault {s:?}: expected a status 400..=599, 429:SECS, hang, reset or pass"
             ))
         };
         match s.trim().to_ascii_lowercase().as_str() {
             "hang" => Ok(Fault::Hang),
             "reset" => Ok(Fault::Reset),
+            "pass" => Ok(Fault::Pass),
             "429" => Ok(Fault::Throttle {
                 retry_after_secs: DEFAULT_RETRY_AFTER_SECS,
             }),
@@ -92,6 +96,7 @@ impl fmt::Display for Fault {
             Fault::Throttle { retry_after_secs } => write!(f, "429:{retry_after_secs}"),
             Fault::Hang => f.write_str("hang"),
             Fault::Reset => f.write_str("reset"),
+            Fault::Pass => f.write_str("pass"),
         }
     }
 }
@@ -154,7 +159,16 @@ mod tests {
 
     #[test]
     fn the_syntax_round_trips() {
-        for s in ["500", "503", "401", "429:7", "hang", "reset", "after:503"] {
+        for s in [
+            "500",
+            "503",
+            "401",
+            "429:7",
+            "hang",
+            "reset",
+            "pass",
+            "after:503",
+        ] {
             assert_eq!(s.parse::<FaultSpec>().unwrap().to_string(), s);
         }
         assert_eq!(

@@ -224,6 +224,26 @@ async fn scripted_statuses_and_throttles_reach_the_client_in_order() {
     assert_eq!(s.stats().faults["429:7"], 1);
 }
 
+#[tokio::test]
+async fn a_scripted_pass_lets_one_request_through_so_the_next_fault_strikes_the_one_after() {
+    let s = server().await;
+    let c = client();
+    s.inject(Fault::Pass);
+    s.inject(Fault::Status(503));
+    let items = s.url("items");
+    let mut seen = Vec::new();
+    for key in ["a", "b", "c"] {
+        seen.push(
+            post(&c, &items, Some(key), json!({}))
+                .await
+                .status()
+                .as_u16(),
+        );
+    }
+    assert_eq!(seen, [201, 503, 201]);
+    assert_eq!(s.object_count(), 2);
+}
+
 /// True when the error was a TCP reset (not a clean close or a timeout).
 fn is_reset(e: &reqwest::Error) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);

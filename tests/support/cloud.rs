@@ -15,6 +15,8 @@ pub enum Inject {
     },
     /// Never answer (the client's timeout must end it).
     Hang,
+    /// Answer as usual (so that the next fault strikes the request after this one).
+    Pass,
     /// Handle the request (a POST creates its object), then answer with this status instead
     /// of the result: the ambiguous failure that idempotency keys exist for.
     StatusAfterHandling(u16),
@@ -80,6 +82,7 @@ impl FakeCloud {
             Inject::Status(code) => Fault::Status(code).into(),
             Inject::Throttle { retry_after_secs } => Fault::Throttle { retry_after_secs }.into(),
             Inject::Hang => Fault::Hang.into(),
+            Inject::Pass => Fault::Pass.into(),
             Inject::StatusAfterHandling(code) => FaultSpec::after(Fault::Status(code)),
         });
     }

@@ -64,6 +64,26 @@ struct Polling {
     state: Value,
 }
 
+/// What the job decided (stored with its first IN_PROGRESS event): every later attempt does
+/// the same. Deciding again could choose otherwise (a check that failed this time, an object
+/// an interrupted attempt already changed) and leave behind what the first choice created.
+#[derive(Serialize, Deserialize)]
+struct Decision {
+    phase: Phase,
+    why: String,
+}
+
+impl Decision {
+    /// As the job row stores it.
+    fn stored(phase: Phase, why: &str) -> String {
+        serde_json::to_string(&Decision {
+            phase,
+            why: why.to_string(),
+        })
+        .expect("a decision serialises")
+    }
+}
+
 /// Whether a row holds an object (a create reached the cloud and was not deleted since).
 pub(super) fn holds_object(row: &ResourceRow) -> bool {
     (row.physical_id.is_some() || row.state.is_some())
@@ -119,10 +139,18 @@ impl Engine {
                 )
                 .await;
         }
-        let (phase, why) = match self.decide(job, plan, res, &current, &props).await? {
-            Ok(decided) => decided,
-            Err(done) => return Ok(done),
+        let earlier = job
+            .decision
+            .as_deref()
+            .and_then(|d| serde_json::from_str::<Decision>(d).ok());
+        let (phase, why) = match earlier {
+            Some(d) => (d.phase, d.why),
+            None => match self.decide(job, plan, res, &current, &props).await? {
+                Ok(decided) => decided,
+                Err(done) => return Ok(done),
+            },
         };
+        let decision = Decision::stored(phase, &why);
         let action = if phase == Phase::Create {
             Action::Create
         } else {
@@ -135,7 +163,7 @@ impl Engine {
         };
         self.inner
             .store
-            .job_started(job, &self.inner.id, action, &why)
+            .job_started(job, &self.inner.id, action, &why, &decision)
             .await?;
         self.call(job, plan, res, &current, &props, phase, None)
             .await
@@ -365,9 +393,10 @@ impl Engine {
                             res,
                             &format!("the plugin cannot update in place: {reason}"),
                         );
+                        let decision = Decision::stored(phase, &why);
                         self.inner
                             .store
-                            .job_started(job, &self.inner.id, Action::Update, &why)
+                            .job_started(job, &self.inner.id, Action::Update, &why, &decision)
                             .await?;
                         return Box::pin(self.call(job, plan, res, current, props, phase, None))
                             .await;

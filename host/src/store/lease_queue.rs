@@ -17,6 +17,8 @@ pub struct Claimed {
     pub attempt: i64,
     /// Set when the job polls a long operation.
     pub pending_state: Option<String>,
+    /// What an earlier attempt of this (update) job decided to do, if one did (`job_started`).
+    pub decision: Option<String>,
     pub token: i64,
     /// When the first failed attempt ended (database clock, ms), if one did.
     pub first_failure_at: Option<i64>,
@@ -96,6 +98,7 @@ struct ClaimRow {
     operation: JobOp,
     attempt: i64,
     pending_state: Option<String>,
+    decision: Option<String>,
     token: i64,
     first_failure_at: Option<i64>,
     last_delay_ms: Option<i64>,
@@ -136,7 +139,7 @@ impl Store {
                  WHERE j.due_at <= NOW_MS AND (j.lease_expires_at IS NULL OR j.lease_expires_at < NOW_MS)
                    {skip_list}
                  ORDER BY j.due_at, j.id LIMIT 1 {lock})
-             RETURNING id, stack_id, resource, traversal, operation, attempt, pending_state, token,
+             RETURNING id, stack_id, resource, traversal, operation, attempt, pending_state, decision, token,
                        first_failure_at, last_delay_ms, history, started_at"
         );
         let mut tx = self.begin().await?;
@@ -163,6 +166,7 @@ impl Store {
             operation: r.operation,
             attempt: r.attempt,
             pending_state: r.pending_state,
+            decision: r.decision,
             token: r.token,
             first_failure_at: r.first_failure_at,
             last_delay_ms: r.last_delay_ms,
@@ -326,17 +330,25 @@ impl Store {
         Ok(())
     }
 
-    /// Marks the job's resource IN_PROGRESS for `action`, with an event saying why: an update
-    /// job calls it once it has decided to act (a resource left unchanged gets no event).
+    /// Marks the job's resource IN_PROGRESS for `action`, with an event saying why, and
+    /// stores the job's `decision` with it: an update job calls it once it has decided to act
+    /// (a resource left unchanged gets no event), and every later attempt of the job reads the
+    /// decision back from its claim.
     pub async fn job_started(
         &self,
         job: &Claimed,
         engine: &str,
         action: Action,
         reason: &str,
+        decision: &str,
     ) -> Result<()> {
         let mut tx = self.begin().await?;
         self.hold(&mut tx, job, engine).await?;
+        sqlx::query("UPDATE jobs SET decision = $2 WHERE id = $1")
+            .bind(job.id)
+            .bind(decision)
+            .execute(&mut *tx)
+            .await?;
         sqlx::query(self.sql(
             "UPDATE resources SET action = $3, status = 'IN_PROGRESS', status_reason = $4, traversal = $5,
                     updated_at = NOW_MS

@@ -80,7 +80,7 @@ impl Store {
     pub async fn resources(&self, stack_id: &str) -> Result<Vec<ResourceRow>> {
         let rows = sqlx::query(
             "SELECT name, type, action, status, status_reason, physical_id, state, attributes, updated_at, properties,
-                    requires, deletion_policy
+                    requires, deletion_policy, traversal
              FROM resources WHERE stack_id = $1 ORDER BY name",
         )
         .bind(stack_id)
@@ -100,7 +100,7 @@ impl Store {
             let list: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
             let q = AssertSqlSafe(format!(
                 "SELECT name, type, action, status, status_reason, physical_id, state, attributes, updated_at, properties,
-                        requires, deletion_policy
+                        requires, deletion_policy, traversal
                  FROM resources WHERE stack_id = $1 AND name IN ({})",
                 list.join(", ")
             ));
@@ -120,7 +120,7 @@ impl Store {
         let prefix = format!("{name}/replaced-");
         let rows = sqlx::query(
             "SELECT name, type, action, status, status_reason, physical_id, state, attributes, updated_at, properties,
-                    requires, deletion_policy
+                    requires, deletion_policy, traversal
              FROM resources WHERE stack_id = $1 AND SUBSTR(name, 1, CAST($3 AS INTEGER)) = $2 ORDER BY name",
         )
         .bind(stack_id)

@@ -47,6 +47,8 @@ pub struct ResourceRow {
     pub requires: Option<String>,
     /// `Delete` or `Retain`, as last applied.
     pub deletion_policy: Option<String>,
+    /// The traversal that last worked on it (its job's, once a job started on it).
+    pub traversal: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -152,6 +154,7 @@ pub(super) fn resource_row(r: &AnyRow) -> Result<ResourceRow> {
         properties: r.try_get(9)?,
         requires: r.try_get(10)?,
         deletion_policy: r.try_get(11)?,
+        traversal: r.try_get(12)?,
     })
 }
 

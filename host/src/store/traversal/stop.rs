@@ -1,6 +1,8 @@
 //! Stopping an action early: a cancel, a timeout, or a failure under `on_failure: stop`. Jobs
 //! not started are dropped; calls already running finish and are recorded.
 
+use sqlx::AssertSqlSafe;
+
 use crate::model::{Action, Status};
 use crate::store::{Event, Result, StackRow, Store, StoreError, parse_stored};
 
@@ -70,7 +72,7 @@ impl Store {
         let action = parse_stored::<Action>(&action)?;
         let why = if timed_out { "timed out" } else { "cancelled" };
         let dropped = self
-            .drop_unstarted(&mut tx, stack_id, traversal, action, why, engine)
+            .drop_unstarted(&mut tx, stack_id, traversal, action, why, engine, false)
             .await?;
         let asked = if timed_out {
             "timed out (the stack's timeout passed)"
@@ -90,8 +92,10 @@ impl Store {
     }
 
     /// After a resource failed in a stack whose `on_failure` is `stop`: drops the traversal's
-    /// jobs that have not started (and those waiting to retry), so that nothing new starts;
-    /// running calls and polled long operations finish and are recorded. Returns how many
+    /// jobs that have not started, so that nothing new starts. Jobs that started finish and
+    /// are recorded: running calls, polled long operations, and also those waiting to retry or
+    /// handed back by an engine (their call may have taken effect — a replacement made whose
+    /// answer was lost — and only finishing them records what it made). Returns how many
     /// jobs it dropped; then `try_finish_traversal` may end the action.
     pub async fn stop_after_failure(
         &self,
@@ -119,14 +123,17 @@ impl Store {
                 parse_stored(&action)?,
                 "stopped after another resource failed (on_failure: stop)",
                 engine,
+                true,
             )
             .await?;
         tx.commit().await?;
         Ok(dropped.len())
     }
 
-    /// Deletes the traversal's jobs that are not running: not started yet, or waiting to
-    /// retry (whose resource then fails, saying `why` it will not run again).
+    /// Deletes the traversal's jobs that are not running: not started yet, or (unless
+    /// `keep_started`) started and now waiting (to retry, or handed back by an engine), whose
+    /// resource then fails, saying `why` it will not run again.
+    #[allow(clippy::too_many_arguments)]
     async fn drop_unstarted(
         &self,
         tx: &mut sqlx::Transaction<'static, sqlx::Any>,
@@ -135,19 +142,29 @@ impl Store {
         action: Action,
         why: &str,
         engine: &str,
+        keep_started: bool,
     ) -> Result<Vec<(String, i64)>> {
-        let dropped: Vec<(String, i64)> = sqlx::query_as(
+        let keep = if keep_started {
+            "AND started_at IS NULL"
+        } else {
+            ""
+        };
+        let dropped: Vec<(String, i64, Option<i64>)> = sqlx::query_as(AssertSqlSafe(format!(
             "DELETE FROM jobs WHERE stack_id = $1 AND traversal = $2
-               AND lease_owner IS NULL AND pending_state IS NULL
-             RETURNING resource, attempt",
-        )
+               AND lease_owner IS NULL AND pending_state IS NULL {keep}
+             RETURNING resource, attempt, started_at"
+        )))
         .bind(stack_id)
         .bind(traversal)
         .fetch_all(&mut **tx)
         .await?;
-        for (resource, attempt) in dropped.iter().filter(|(_, a)| *a > 1) {
-            // Waiting for a retry: its last attempt failed, and now it will not run again.
-            let reason = format!("{why} while waiting to retry (attempt {attempt})");
+        for (resource, attempt, _) in dropped.iter().filter(|(_, _, s)| s.is_some()) {
+            // It started: now it will not run again.
+            let reason = if *attempt > 1 {
+                format!("{why} while waiting to retry (attempt {attempt})")
+            } else {
+                format!("{why} after its attempt was cut short")
+            };
             sqlx::query(self.sql(
                 "UPDATE resources SET status = 'FAILED', status_reason = $3, updated_at = NOW_MS
                  WHERE stack_id = $1 AND name = $2",
@@ -160,6 +177,6 @@ impl Store {
             let failed = Event::resource(stack_id, resource, action, Status::Failed, &reason);
             self.record(tx, &failed, engine).await?;
         }
-        Ok(dropped)
+        Ok(dropped.into_iter().map(|(r, a, _)| (r, a)).collect())
     }
 }
