@@ -148,6 +148,8 @@ async fn session(backend: Backend, params: &Params, pg_base: Option<&str>) {
         println!("{}", report.line(k + 1, params.runs));
         total.add(&report.tally);
         for v in &report.violations {
+            // As they are found: a long session is read while it runs.
+            println!("    {v}");
             broken.push(format!("run {} (seed {seed}): {v}", k + 1));
         }
     }

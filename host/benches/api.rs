@@ -84,7 +84,8 @@ async fn run(backend: &str, url: &str, config: &Config, n: usize) -> Vec<Vec<Str
         ..ApiConfig::default()
     };
     let (stop, stopping) = watch::channel(false);
-    let service = kiln::service::Service::new(engine.clone(), api.events_page_size);
+    let service =
+        kiln::service::Service::new(engine.clone(), api.events_page_size, Default::default());
     let auth = kiln::api::Auth::from_config(&api).unwrap();
     let state = kiln::api::state(service, auth, stopping.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -83,7 +83,11 @@ impl App {
                 Engine::new(store, Arc::new(set), None, config.engine.clone())
             }
         };
-        let service = Service::new(engine.clone(), config.api.events_page_size);
+        let service = Service::new(
+            engine.clone(),
+            config.api.events_page_size,
+            config.templates,
+        );
         Ok(Self {
             config,
             engine,

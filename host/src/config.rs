@@ -25,6 +25,8 @@ pub struct Config {
     pub api: ApiConfig,
     /// `[log]`: what the process logs (to stderr) and how.
     pub log: LogConfig,
+    /// `[templates]`: how large a template may be, and how many are validated at once.
+    pub templates: TemplateLimits,
 }
 
 /// The REST API (`kiln api`, `kiln serve`).
@@ -43,6 +45,12 @@ pub struct ApiConfig {
     pub tokens: Vec<TokenConfig>,
     /// A TOML file of more `[[tokens]]` (same keys), read at start; relative to this file.
     pub token_file: Option<PathBuf>,
+    /// Requests per second each caller (each token; the one open caller) may make, on
+    /// average; past it, 429 `rate_limited` with `Retry-After`. 0: no limit. `/healthz`,
+    /// `/readyz`, `/metrics` and the web view's files are never limited.
+    pub rate_limit_per_second: f64,
+    /// Requests a caller may make at once above the rate (the bucket's size).
+    pub rate_limit_burst: u32,
 }
 
 impl Default for ApiConfig {
@@ -54,6 +62,73 @@ impl Default for ApiConfig {
             events_page_size: 100,
             tokens: Vec::new(),
             token_file: None,
+            rate_limit_per_second: 0.0,
+            rate_limit_burst: 100,
+        }
+    }
+}
+
+/// `[templates]`: how large a template may be, checked while it is read, so that a hostile one
+/// (a few lines of nested YAML aliases, a list nested ten thousand deep, a file of many
+/// megabytes) is refused in milliseconds and a few MB, before anything is built from it.
+/// Heat's `max_template_size`, `max_resources_per_stack` and its YAML loader's limits are the
+/// model; the defaults are far above what a real template needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TemplateLimits {
+    /// Largest template or environment file, in bytes.
+    pub max_bytes: u64,
+    /// Most YAML nodes (scalars, lists, mappings) a file may have, aliases counted as what they
+    /// copy.
+    pub max_nodes: u64,
+    /// Most nodes all of a file's aliases together may copy: anchors save typing in real
+    /// templates; copying thousands of nodes is how a small file grows huge.
+    pub max_alias_nodes: u64,
+    /// Deepest nesting of lists and mappings.
+    pub max_depth: u32,
+    /// Most resources in a stack (groups' members counted), as Heat's
+    /// `max_resources_per_stack`.
+    pub max_resources: u64,
+    /// Templates validated at once by one process; more wait for a turn (validation is CPU
+    /// work that must not starve the rest of the process). 0: one per CPU.
+    pub max_concurrent: u32,
+}
+
+impl Default for TemplateLimits {
+    fn default() -> Self {
+        Self {
+            max_bytes: 4 << 20,
+            max_nodes: 2_000_000,
+            max_alias_nodes: 100_000,
+            max_depth: 64,
+            max_resources: 20_000,
+            max_concurrent: 0,
+        }
+    }
+}
+
+impl TemplateLimits {
+    /// Every limit must allow something (0 for `max_concurrent` means one per CPU).
+    pub fn check(&self) -> Result<(), String> {
+        for (key, value) in [
+            ("templates.max_bytes", self.max_bytes),
+            ("templates.max_nodes", self.max_nodes),
+            ("templates.max_alias_nodes", self.max_alias_nodes),
+            ("templates.max_depth", u64::from(self.max_depth)),
+            ("templates.max_resources", self.max_resources),
+        ] {
+            if value == 0 {
+                return Err(format!("{key} must be at least 1"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Validations one process runs at once.
+    pub fn concurrency(&self) -> usize {
+        match self.max_concurrent {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n as usize,
         }
     }
 }
@@ -554,6 +629,13 @@ impl Config {
             if value == 0 {
                 return Err(format!("{key} must be greater than 0"));
             }
+        }
+        self.templates.check()?;
+        if !(self.api.rate_limit_per_second >= 0.0 && self.api.rate_limit_per_second.is_finite()) {
+            return Err("api.rate_limit_per_second must be a number, 0 or more".into());
+        }
+        if self.api.rate_limit_burst == 0 {
+            return Err("api.rate_limit_burst must be greater than 0".into());
         }
         if self.engine.heartbeat_ms * 2 > self.engine.lease_ms {
             return Err(format!(

@@ -34,7 +34,8 @@ impl ApiServer {
         };
         let auth = kiln::api::Auth::from_config(&api).unwrap();
         let (stop, stopping) = watch::channel(false);
-        let service = kiln::service::Service::new(engine.clone(), api.events_page_size);
+        let service =
+            kiln::service::Service::new(engine.clone(), api.events_page_size, Default::default());
         let state = kiln::api::state(service, auth, stopping.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());

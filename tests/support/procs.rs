@@ -544,6 +544,10 @@ impl ServeProc {
         }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn log_tail(&self) -> String {
         format!(
             "----- {} stderr, last lines -----\n{}",

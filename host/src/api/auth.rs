@@ -10,6 +10,7 @@ use axum::http::request::Parts;
 use sha2::{Digest, Sha256};
 
 use super::AppState;
+use super::rate_limit::RateLimiter;
 use crate::config::{ApiConfig, Role, TokenConfig};
 use crate::service::{ApiError, Caller};
 
@@ -17,6 +18,7 @@ use crate::service::{ApiError, Caller};
 #[derive(Debug, Default)]
 pub struct Auth {
     by_digest: HashMap<[u8; 32], Caller>,
+    limiter: Option<RateLimiter>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -58,7 +60,10 @@ impl Auth {
                 )));
             }
         }
-        Ok(Self { by_digest })
+        Ok(Self {
+            by_digest,
+            limiter: RateLimiter::new(api.rate_limit_per_second, api.rate_limit_burst),
+        })
     }
 
     /// Whether any token is configured (else the API is open).
@@ -68,12 +73,28 @@ impl Auth {
 
     /// The caller a presented token stands for.
     pub fn caller(&self, token: Option<&str>) -> Result<Caller, ApiError> {
+        self.identify(token).map(|(caller, _)| caller)
+    }
+
+    /// [`Auth::caller`], then one request from that caller's rate (`[api]
+    /// rate_limit_per_second`).
+    pub fn admit(&self, token: Option<&str>) -> Result<Caller, ApiError> {
+        let (caller, digest) = self.identify(token)?;
+        if let Some(limiter) = &self.limiter {
+            limiter.admit(&digest)?;
+        }
+        Ok(caller)
+    }
+
+    /// The caller and its token's digest (the open API's one caller: zeros).
+    fn identify(&self, token: Option<&str>) -> Result<(Caller, [u8; 32]), ApiError> {
         if self.is_open() {
-            return Ok(Caller {
+            let caller = Caller {
                 name: "api".into(),
                 project: "default".into(),
                 role: Role::Admin,
-            });
+            };
+            return Ok((caller, [0; 32]));
         }
         let Some(token) = token else {
             return Err(ApiError::new(
@@ -85,6 +106,7 @@ impl Auth {
         self.by_digest
             .get(&digest)
             .cloned()
+            .map(|caller| (caller, digest))
             .ok_or_else(|| ApiError::new("unauthorized", "the token is not valid"))
     }
 }
@@ -149,7 +171,7 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        state.auth.caller(presented(parts).as_deref())
+        state.auth.admit(presented(parts).as_deref())
     }
 }
 

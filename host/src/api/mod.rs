@@ -5,6 +5,7 @@
 mod auth;
 mod body;
 mod health;
+mod rate_limit;
 mod stacks;
 mod stream;
 pub mod ui;
@@ -177,8 +178,14 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = axum::http::StatusCode::from_u16(self.status())
             .unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
+        let retry_after_secs = self.retry_after_secs;
         let mut response =
             (status, axum::Json(serde_json::json!({ "error": self }))).into_response();
+        if let Some(secs) = retry_after_secs {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
         if status == axum::http::StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,

@@ -181,7 +181,7 @@ pub async fn validate(
     _caller: Caller,
     Json(req): Json<ValidateTemplate>,
 ) -> Result<Reply<Value>> {
-    Ok(Reply(s.service.validate(&req)?))
+    Ok(Reply(s.service.validate(&req).await?))
 }
 
 pub async fn resource_types(State(s): State<AppState>, _caller: Caller) -> Reply<Value> {

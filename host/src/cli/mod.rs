@@ -72,9 +72,11 @@ pub mod exit {
                     ("nothing_to_cancel", 1),
                     ("payload_too_large", 2),
                     ("unsupported_media_type", 2),
+                    ("rate_limited", 1),
                     ("internal", 1),
                     ("not_ready", 1),
                     ("unreachable", 1),
+                    ("busy", 1),
                 ]
             );
         }

@@ -1,6 +1,8 @@
 //! A loaded plugin and its calls. Every call gets a fresh store (no state leaks between calls,
 //! a fault poisons nothing), the plugin's limits, and a deadline enforced twice: by epoch
 //! interruption inside wasm (CPU) and by a timeout around the whole call (wall clock).
+//! Longer than a file should be, on purpose: one wrapper per function of the WIT worlds, each
+//! beside the next, so that the contract's calls are read in one place.
 
 use std::path::PathBuf;
 use std::sync::Arc;

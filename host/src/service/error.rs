@@ -25,6 +25,9 @@ pub struct ApiError {
     /// fields `action` and `since`).
     #[serde(default, flatten)]
     pub held: Option<Box<Held>>,
+    /// For `rate_limited` and `busy`: when to try again (also the `Retry-After` header).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_secs: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -63,9 +66,11 @@ pub const CODES: &[(&str, u16)] = &[
     ("nothing_to_cancel", 409),
     ("payload_too_large", 413),
     ("unsupported_media_type", 415),
+    ("rate_limited", 429),
     ("internal", 500),
     ("not_ready", 503),
     ("unreachable", 503),
+    ("busy", 503),
 ];
 
 impl ApiError {
@@ -77,7 +82,14 @@ impl ApiError {
             location: None,
             errors: Vec::new(),
             held: None,
+            retry_after_secs: None,
         }
+    }
+
+    /// An error the caller may retry after `secs` seconds.
+    pub fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after_secs = Some(secs);
+        self
     }
 
     pub fn with_location(mut self, location: Location) -> Self {

@@ -7,7 +7,11 @@ pub mod operations;
 pub mod requests;
 pub mod wire;
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use serde_json::{Value, json};
+use tokio::sync::Semaphore;
 
 pub use error::{ApiError, CODES, Location};
 use requests::{
@@ -20,7 +24,7 @@ use crate::engine::{Engine, PlannedChange, Sources, StackOptions, StoredResolver
 use crate::model::{Action, PlannedAction, Status};
 use crate::plugin_set::PluginSet;
 use crate::store::{ResourceRow, StackRow, Store};
-use crate::template::{self, SourceFile};
+use crate::template::{self, SourceFile, TemplateLimits};
 
 pub type Result<T, E = ApiError> = std::result::Result<T, E>;
 
@@ -60,16 +64,26 @@ impl Caller {
 pub struct Service {
     engine: Engine,
     events_page_size: u32,
+    limits: TemplateLimits,
+    /// Turns to validate a template: validation is CPU work, and a burst of large templates
+    /// must not take every thread of the process (its health checks and other callers).
+    validations: Arc<Semaphore>,
 }
+
+/// How long a template may wait for a turn to be validated before the caller is told to come
+/// back (503 `busy`).
+const VALIDATION_WAIT: Duration = Duration::from_secs(30);
 
 /// Largest page of events a caller may ask for.
 pub const MAX_EVENTS_PAGE: u32 = 1000;
 
 impl Service {
-    pub fn new(engine: Engine, events_page_size: u32) -> Self {
+    pub fn new(engine: Engine, events_page_size: u32, limits: TemplateLimits) -> Self {
         Self {
             engine,
             events_page_size: events_page_size.clamp(1, MAX_EVENTS_PAGE),
+            validations: Arc::new(Semaphore::new(limits.concurrency())),
+            limits,
         }
     }
 
@@ -116,7 +130,9 @@ impl Service {
             None => caller.project.clone(),
         };
         let parameters = parameter_pairs(&req.parameters);
-        let stack = self.validate_files(&req.template, &req.environments, &parameters)?;
+        let stack = self
+            .validate_files(&req.template, &req.environments, &parameters)
+            .await?;
         let sources = Sources {
             template: req.template.name,
             template_text: req.template.text,
@@ -328,9 +344,11 @@ impl Service {
 
     /// Checks a template with its environments and parameters; the summary `kiln validate`
     /// prints as JSON.
-    pub fn validate(&self, req: &ValidateTemplate) -> Result<Value> {
+    pub async fn validate(&self, req: &ValidateTemplate) -> Result<Value> {
         let parameters = parameter_pairs(&req.parameters);
-        let stack = self.validate_files(&req.template, &req.environments, &parameters)?;
+        let stack = self
+            .validate_files(&req.template, &req.environments, &parameters)
+            .await?;
         Ok(validation_summary(&stack))
     }
 
@@ -367,14 +385,44 @@ impl Service {
         Ok(wire::all(self.store().engine_list().await?))
     }
 
-    fn validate_files(
+    /// Validates within `[templates]`, at most `max_concurrent` at once, each on a blocking
+    /// thread so that the async threads stay free to answer.
+    async fn validate_files(
         &self,
         template: &SourceFile,
         environments: &[SourceFile],
         parameters: &[(String, String)],
     ) -> Result<template::Stack> {
-        template::validate(template, environments, parameters, self.plugins())
+        let turn = tokio::time::timeout(VALIDATION_WAIT, self.validations.clone().acquire_owned())
+            .await
+            .map_err(|_| {
+                ApiError::new(
+                    "busy",
+                    format!(
+                        "too many templates are being validated (templates.max_concurrent = {}); \
+                         try again",
+                        self.limits.concurrency()
+                    ),
+                )
+                .retry_after(1)
+            })?
+            .expect("the semaphore is never closed");
+        let (engine, limits) = (self.engine.clone(), self.limits);
+        let (template, environments, parameters) =
+            (template.clone(), environments.to_vec(), parameters.to_vec());
+        tokio::task::spawn_blocking(move || {
+            let _turn = turn;
+            template::validate_within(
+                &template,
+                &environments,
+                &parameters,
+                engine.plugins(),
+                &limits,
+            )
             .map_err(|errors| ApiError::invalid_template(&template.name, errors))
+        })
+        .await
+        .map_err(|e| ApiError::internal(format!("validating the template: {e}")))?
     }
 
     /// The stack's new definition: the files given, or with `existing` what it was made
@@ -431,7 +479,9 @@ impl Service {
             parameters.retain(|(old, _)| *old != k);
             parameters.push((k, v));
         }
-        let stack = self.validate_files(&file, &environments, &parameters)?;
+        let stack = self
+            .validate_files(&file, &environments, &parameters)
+            .await?;
         let sources = Sources {
             template: file.name,
             template_text: file.text,

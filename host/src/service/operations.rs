@@ -112,6 +112,6 @@ impl Operations for Session {
     }
 
     async fn validate(&self, req: ValidateTemplate) -> Result<Value> {
-        self.service.validate(&req)
+        self.service.validate(&req).await
     }
 }

@@ -12,6 +12,7 @@ use super::SourceFile;
 use super::error::{Errors, TemplateError, join};
 use super::parameters::Supplied;
 use super::yaml::{self, Node, Yaml};
+use crate::config::TemplateLimits;
 
 #[derive(Default)]
 pub(crate) struct Environment {
@@ -31,14 +32,18 @@ const SECTIONS: [&str; 6] = [
 ];
 
 impl Environment {
-    pub fn load(files: &[SourceFile], list: &mut Vec<TemplateError>) -> Self {
+    pub fn load(
+        files: &[SourceFile],
+        limits: &TemplateLimits,
+        list: &mut Vec<TemplateError>,
+    ) -> Self {
         let mut env = Environment::default();
         for file in files {
             let mut errors = Errors {
                 file: &file.name,
                 list,
             };
-            match yaml::parse(&file.text) {
+            match yaml::parse(&file.text, limits) {
                 Ok(doc) => env.merge(&doc, &mut errors),
                 Err(es) => es.into_iter().for_each(|e| errors.at(e.pos, "", e.message)),
             }
@@ -167,7 +172,10 @@ mod tests {
             name: "env.yaml".into(),
             text: text.into(),
         }];
-        (Environment::load(&files, &mut errors), errors)
+        (
+            Environment::load(&files, &TemplateLimits::default(), &mut errors),
+            errors,
+        )
     }
 
     #[test]

@@ -809,7 +809,7 @@ mod tests {
             file: "t.yaml",
             list: &mut list,
         };
-        let node = yaml::parse(&format!("v: {text}")).unwrap();
+        let node = yaml::parse(&format!("v: {text}"), &Default::default()).unwrap();
         let expr = Expr::parse(node.get("v").unwrap(), "v", &names, &mut errors);
         let scope = Scope {
             params: &params,

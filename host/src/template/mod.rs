@@ -33,6 +33,7 @@ mod parameters;
 mod resource_def;
 mod schema;
 mod validate;
+mod version;
 mod yaml;
 
 use std::collections::BTreeMap;
@@ -41,13 +42,15 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use crate::config::TemplateLimits;
 pub use error::{EvalError, TemplateError};
 pub use expr::{At, Call, Expr};
 pub use functions::Function;
 pub use group::{GROUP_TYPE, PAUSE_TYPE, is_builtin};
 pub use parameters::{ParamType, Parameter};
 pub use schema::{Kind, PropertySpec, ResourceSchema, TypeCatalog};
-pub use validate::{VERSIONS, validate};
+pub use validate::{validate, validate_within};
+pub use version::VERSIONS;
 pub use yaml::Pos;
 
 use functions::{Fail, Scope, eval};

@@ -12,7 +12,7 @@ use super::error::{Errors, join};
 use super::expr::{Expr, Names};
 use super::functions::{Scope, fold};
 use super::schema::{ResourceSchema, TypeCatalog};
-use super::validate::CONDITIONS_SINCE;
+use super::version::CONDITIONS_SINCE;
 use super::yaml::{Node, Pos, Yaml};
 use super::{DeletionPolicy, Resource};
 

@@ -16,38 +16,10 @@ use super::outputs::outputs;
 use super::parameters::{self, Supplied};
 use super::resource_def::{Checked, resource};
 use super::schema::{ResourceSchema, TypeCatalog};
+use super::version::{CONDITIONS_SINCE, version};
 use super::yaml::{self, Key, Node, Pos, Yaml};
 use super::{Resource, SourceFile, Stack};
-
-/// Every accepted `heat_template_version`: Heat's dates, then its release aliases.
-pub const VERSIONS: [&str; 17] = [
-    "2013-05-23",
-    "2014-10-16",
-    "2015-04-30",
-    "2015-10-15",
-    "2016-04-08",
-    "2016-10-14",
-    "2017-02-24",
-    "2017-09-01",
-    "2018-03-02",
-    "2018-08-31",
-    "2021-04-16",
-    "newton",
-    "ocata",
-    "pike",
-    "queens",
-    "rocky",
-    "wallaby",
-];
-
-const ALIASES: [(&str, &str); 6] = [
-    ("newton", "2016-10-14"),
-    ("ocata", "2017-02-24"),
-    ("pike", "2017-09-01"),
-    ("queens", "2018-03-02"),
-    ("rocky", "2018-08-31"),
-    ("wallaby", "2021-04-16"),
-];
+use crate::config::TemplateLimits;
 
 const SECTIONS: [&str; 7] = [
     "heat_template_version",
@@ -58,8 +30,6 @@ const SECTIONS: [&str; 7] = [
     "outputs",
     "conditions",
 ];
-/// The first version with `conditions` and `condition`.
-pub(super) const CONDITIONS_SINCE: &str = "2016-10-14";
 
 /// Validates a template with its environment files (later ones override earlier ones) and
 /// `-P` values (which override both), checking resource types against `catalog`. Returns every
@@ -70,10 +40,44 @@ pub fn validate(
     parameters: &[(String, String)],
     catalog: &dyn TypeCatalog,
 ) -> Result<Stack, Vec<TemplateError>> {
+    validate_within(
+        template,
+        environments,
+        parameters,
+        catalog,
+        &TemplateLimits::default(),
+    )
+}
+
+/// [`validate`] within `limits` (`[templates]` of kiln.toml) rather than the defaults.
+pub fn validate_within(
+    template: &SourceFile,
+    environments: &[SourceFile],
+    parameters: &[(String, String)],
+    catalog: &dyn TypeCatalog,
+    limits: &TemplateLimits,
+) -> Result<Stack, Vec<TemplateError>> {
     let mut list = Vec::new();
-    let env = Environment::load(environments, &mut list);
-    let stack = match yaml::parse(&template.text) {
-        Ok(doc) => Some(check(template, &doc, &env, parameters, catalog, &mut list)),
+    let env = Environment::load(environments, limits, &mut list);
+    let stack = match yaml::parse(&template.text, limits) {
+        Ok(doc) => {
+            let stack = check(template, &doc, &env, parameters, catalog, &mut list);
+            let n = stack.resources.len() as u64;
+            if n > limits.max_resources {
+                let pos = doc.get("resources").map_or(doc.pos, |r| r.pos);
+                list.push(error(
+                    &template.name,
+                    pos,
+                    "resources",
+                    format!(
+                        "{n} resources (group members counted), more than \
+                         templates.max_resources ({})",
+                        limits.max_resources
+                    ),
+                ));
+            }
+            Some(stack)
+        }
         Err(es) => {
             list.extend(
                 es.into_iter()
@@ -438,38 +442,6 @@ fn unknown_param(name: &str, declared: &BTreeSet<String>) -> String {
             list.join(", ")
         }
     )
-}
-
-/// The canonical date of `heat_template_version` (the newest when missing or wrong, so that
-/// the rest of the template is still checked).
-fn version(doc: &Node, errors: &mut Errors) -> String {
-    let newest = "2021-04-16".to_string();
-    let Some(node) = doc.get("heat_template_version") else {
-        if matches!(doc.value, Yaml::Map(_)) {
-            errors.at(
-                doc.pos,
-                "heat_template_version",
-                "missing: a HOT template starts with heat_template_version",
-            );
-        }
-        return newest;
-    };
-    let given = match &node.value {
-        Yaml::Str(s) => s.clone(),
-        _ => node.to_json().to_string(),
-    };
-    if let Some((_, date)) = ALIASES.iter().find(|(alias, _)| *alias == given) {
-        return date.to_string();
-    }
-    if VERSIONS.contains(&given.as_str()) {
-        return given;
-    }
-    errors.at(
-        node.pos,
-        "heat_template_version",
-        format!("unknown version '{given}' (valid: {})", VERSIONS.join(", ")),
-    );
-    newest
 }
 
 pub(super) fn text(node: &Node, path: &str, errors: &mut Errors) -> String {

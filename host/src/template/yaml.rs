@@ -11,6 +11,8 @@ use saphyr_parser::{Event, Parser, ScalarStyle, Span};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::config::TemplateLimits;
+
 /// A place in a file: 1-based line and column.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Pos {
@@ -116,18 +118,37 @@ pub struct YamlError {
 }
 
 /// Parses one document. An empty document is a null node. Duplicate keys are reported all
-/// together; a syntax error stops the parse (the parser cannot recover).
-pub fn parse(text: &str) -> Result<Node, Vec<YamlError>> {
-    let mut builder = Builder::default();
+/// together; a syntax error, or going past one of `limits`, stops the parse.
+pub fn parse(text: &str, limits: &TemplateLimits) -> Result<Node, Vec<YamlError>> {
+    if text.len() as u64 > limits.max_bytes {
+        return Err(vec![YamlError {
+            pos: Pos { line: 1, col: 1 },
+            message: format!(
+                "the file is {} bytes, more than templates.max_bytes ({})",
+                text.len(),
+                limits.max_bytes
+            ),
+        }]);
+    }
+    let mut builder = Builder {
+        limits: *limits,
+        ..Builder::default()
+    };
     let mut documents = 0;
     for event in Parser::new_from_str(text) {
         let (event, span) = event.map_err(|e| {
+            // The parser has a nesting bound of its own for flow collections (`[[[...`),
+            // which it may reach before ours: the same limit, said the same way.
+            let message = match e.info() {
+                "recursion limit exceeded" => too_deep(limits),
+                info => info.to_string(),
+            };
             vec![YamlError {
                 pos: Pos {
                     line: e.marker().line() as u32,
                     col: e.marker().col() as u32 + 1,
                 },
-                message: e.info().to_string(),
+                message,
             }]
         })?;
         if let Event::DocumentStart(_) = event {
@@ -140,14 +161,8 @@ pub fn parse(text: &str) -> Result<Node, Vec<YamlError>> {
             }
         }
         builder.event(event, span);
-        if builder.nodes > MAX_NODES {
-            return Err(vec![YamlError {
-                pos: Pos::of(span),
-                message: format!(
-                    "the document expands to more than {MAX_NODES} nodes (aliases repeating \
-                     aliases?); a template is never that large"
-                ),
-            }]);
+        if let Some(e) = builder.over_limit.take() {
+            return Err(vec![e]);
         }
     }
     if !builder.errors.is_empty() {
@@ -159,9 +174,12 @@ pub fn parse(text: &str) -> Result<Node, Vec<YamlError>> {
     }))
 }
 
-/// Nodes a document may expand to. Aliases copy their anchored node, so without a bound a few
-/// lines of nested aliases ("billion laughs") would take all the memory of the process.
-const MAX_NODES: usize = 2_000_000;
+fn too_deep(limits: &TemplateLimits) -> String {
+    format!(
+        "lists and mappings nest deeper than templates.max_depth ({})",
+        limits.max_depth
+    )
+}
 
 /// Collections being built, innermost last, with the node count when each started. A mapping
 /// keeps its pending key.
@@ -172,18 +190,29 @@ enum Open {
 
 #[derive(Default)]
 struct Builder {
+    limits: TemplateLimits,
     stack: Vec<Open>,
     /// Anchored nodes and how many nodes each is.
     anchors: HashMap<usize, (Node, usize)>,
     /// Nodes built so far, aliases counted at their expanded size.
     nodes: usize,
+    /// Nodes copied by aliases so far.
+    alias_nodes: usize,
     root: Option<Node>,
     errors: Vec<YamlError>,
+    /// Set when the document went past a limit: the parse stops there.
+    over_limit: Option<YamlError>,
 }
 
 impl Builder {
     fn event(&mut self, event: Event, span: Span) {
         let pos = Pos::of(span);
+        if matches!(event, Event::SequenceStart(..) | Event::MappingStart(..))
+            && self.stack.len() >= self.limits.max_depth as usize
+        {
+            self.stop(pos, too_deep(&self.limits));
+            return;
+        }
         match event {
             Event::Scalar(text, style, anchor, tag) => {
                 let is_str_tag = tag.as_ref().is_some_and(|t| t.suffix == "str");
@@ -193,7 +222,9 @@ impl Builder {
                     Yaml::Str(text.into_owned())
                 };
                 self.nodes += 1;
-                self.finish(Node { pos, value }, anchor, 1);
+                if !self.over_nodes(pos) {
+                    self.finish(Node { pos, value }, anchor, 1);
+                }
             }
             Event::SequenceStart(anchor, _) => {
                 self.nodes += 1;
@@ -219,11 +250,22 @@ impl Builder {
                 None => {}
             },
             Event::Alias(id) => match self.anchors.get(&id) {
-                Some((node, size)) => {
-                    let (node, size) = (node.clone(), *size);
+                Some((_, size)) => {
+                    // Counted before anything is copied: past a bound nothing is.
+                    let size = *size;
                     self.nodes += size;
-                    // Past the bound, `parse` stops before copying ever more.
-                    if self.nodes <= MAX_NODES {
+                    self.alias_nodes += size;
+                    if self.alias_nodes as u64 > self.limits.max_alias_nodes {
+                        let max = self.limits.max_alias_nodes;
+                        self.stop(
+                            pos,
+                            format!(
+                                "aliases copy more than templates.max_alias_nodes ({max}) \
+                                 nodes (aliases of aliases?)"
+                            ),
+                        );
+                    } else if !self.over_nodes(pos) {
+                        let node = self.anchors[&id].0.clone();
                         self.finish(node, 0, size);
                     }
                 }
@@ -234,6 +276,24 @@ impl Builder {
             },
             _ => {}
         }
+    }
+
+    /// Stops the parse with `message` (the first limit passed is the one reported).
+    fn stop(&mut self, pos: Pos, message: String) {
+        self.over_limit.get_or_insert(YamlError { pos, message });
+    }
+
+    /// Whether the document has grown past `max_nodes` (then the parse stops).
+    fn over_nodes(&mut self, pos: Pos) -> bool {
+        if self.nodes as u64 <= self.limits.max_nodes {
+            return false;
+        }
+        let max = self.limits.max_nodes;
+        self.stop(
+            pos,
+            format!("the document has more than templates.max_nodes ({max}) nodes"),
+        );
+        true
     }
 
     /// Places a complete node of `size` nodes into its parent (or as the root).
@@ -331,6 +391,10 @@ fn plain(text: &str) -> Yaml {
 mod tests {
     use super::*;
 
+    fn parse(text: &str) -> Result<Node, Vec<YamlError>> {
+        super::parse(text, &TemplateLimits::default())
+    }
+
     #[test]
     fn positions_of_keys_and_values() {
         let doc = parse("a: 1\nb:\n  c: [x, 2.5]\n").unwrap();
@@ -374,9 +438,44 @@ mod tests {
         }
         let errors = parse(&text).unwrap_err();
         assert!(
-            errors[0].message.contains("more than 2000000 nodes"),
+            errors[0]
+                .message
+                .contains("more than templates.max_alias_nodes (100000)"),
             "{:?}",
             errors[0]
+        );
+        // Without the alias bound, the bound on all nodes stops it.
+        let limits = TemplateLimits {
+            max_alias_nodes: u64::MAX,
+            ..TemplateLimits::default()
+        };
+        let errors = super::parse(&text, &limits).unwrap_err();
+        assert!(
+            errors[0]
+                .message
+                .contains("more than templates.max_nodes (2000000) nodes"),
+            "{:?}",
+            errors[0]
+        );
+    }
+
+    #[test]
+    fn deep_nesting_and_large_files_are_refused() {
+        let deep = format!("a: {}{}", "[".repeat(65), "]".repeat(65));
+        let errors = parse(&deep).unwrap_err();
+        assert_eq!(
+            errors[0].message,
+            "lists and mappings nest deeper than templates.max_depth (64)"
+        );
+        assert!(parse(&format!("a: {}{}", "[".repeat(62), "]".repeat(62))).is_ok());
+        let limits = TemplateLimits {
+            max_bytes: 10,
+            ..TemplateLimits::default()
+        };
+        let errors = super::parse("a: 12345678901", &limits).unwrap_err();
+        assert_eq!(
+            errors[0].message,
+            "the file is 14 bytes, more than templates.max_bytes (10)"
         );
     }
 
