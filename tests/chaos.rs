@@ -311,6 +311,8 @@ struct World {
     cloud: FaultServerHandle,
     name: String,
     stack_id: Option<String>,
+    /// The engines' lease: a pause longer than this loses their jobs.
+    lease_ms: u64,
     /// Indices (in `cluster.engines`) of the engines the suite killed.
     killed: BTreeSet<usize>,
     /// Physical ids of COMPLETE resources whose object was missing, over the run.
@@ -360,6 +362,7 @@ async fn one_run(backend: Backend, params: &Params, seed: u64, pg_base: Option<&
         cloud,
         name: format!("chaos-{seed}"),
         stack_id: None,
+        lease_ms: settings.lease_ms,
         killed: BTreeSet::new(),
         lost: BTreeSet::new(),
         duplicated: BTreeSet::new(),
@@ -662,8 +665,7 @@ impl World {
     async fn pause_past_lease(&mut self) {
         let running = self.running();
         let i = running[self.rng.random_range(0..running.len())];
-        let lease = Settings::default().lease_ms;
-        let frozen = lease + self.rng.random_range(200..2000);
+        let frozen = self.lease_ms + self.rng.random_range(200..2000);
         self.cluster.engines[i].pause();
         tokio::time::sleep(Duration::from_millis(frozen)).await;
         self.cluster.engines[i].resume();

@@ -744,10 +744,7 @@ async fn a_retried_update_job_keeps_its_decision_and_leaves_no_object_behind() {
         );
         // `keep`, and tweak's replacement: the old object deleted, none left behind.
         let rows = store.resources(&stack).await.unwrap();
-        let owned: Vec<String> = rows
-            .iter()
-            .filter_map(|r| r.attributes.as_ref()?["id"].as_str().map(str::to_string))
-            .collect();
+        let owned: Vec<String> = ids(&rows).into_values().collect();
         assert_eq!(cloud.objects(), 2, "{}: {calls:?}", db.name);
         assert!(cloud.object(&id).is_none(), "{}: {calls:?}", db.name);
         assert_eq!(owned.len(), 2, "{}: {rows:?}", db.name);

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use fault_cloud::{FaultConfig, FaultServer, FaultServerHandle, Mix};
 use kiln::store::{EventRow, LeaderTerm, StackRow, Store, StoreError};
 use sqlx::Connection;
+use support::cloud::http_stack;
 use support::db::{TestDb, backends};
 use support::procs::{Cluster, EngineInfo, Settings, wait_for, wait_until};
 
@@ -53,30 +54,6 @@ async fn cloud(latency_ms: u64) -> FaultServerHandle {
     })
     .await
     .expect("fault server starts")
-}
-
-/// `n` independent `Kiln::HTTP::Resource`s, each creating one object in the collection `url`.
-fn http_stack(n: usize, url: &str) -> String {
-    let mut text = String::from("heat_template_version: 2021-04-16\nresources:\n");
-    for i in 0..n {
-        text += &format!(
-            "  r{i}:\n    type: Kiln::HTTP::Resource\n    properties: {{url: \"{url}\", body: {{n: {i}}}}}\n"
-        );
-    }
-    text
-}
-
-/// `kiln stack create NAME --no-wait`: stores the stack and leaves all work to the engines.
-async fn submit(cluster: &Cluster, name: &str, template: &str) {
-    let path = cluster.write(&format!("{name}.yaml"), template);
-    let out = cluster
-        .kiln(&["stack", "create", name, "-t", &path, "--no-wait"])
-        .await;
-    assert!(
-        out.status.success(),
-        "stack create --no-wait: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 async fn events(store: &Store, name: &str) -> Vec<EventRow> {
@@ -341,7 +318,9 @@ async fn three_engines_share_one_stack() {
     let started = cluster.start_engines(3).await;
     let store = Store::open(&db.url).await.unwrap();
 
-    submit(&cluster, "shared", &http_stack(300, &cloud.url("items"))).await;
+    cluster
+        .submit("shared", &http_stack(300, &cloud.url("items")))
+        .await;
     let end = settle(&store, &db.url, "shared").await;
     assert_eq!(end.status, "COMPLETE", "{}", end.status_reason);
 
@@ -383,7 +362,9 @@ async fn sigkill_mid_stack(db: &TestDb) {
     cluster.start_engines(3).await;
     let store = Store::open(&db.url).await.unwrap();
 
-    submit(&cluster, "killed", &http_stack(300, &cloud.url("items"))).await;
+    cluster
+        .submit("killed", &http_stack(300, &cloud.url("items")))
+        .await;
     wait_completed(&store, "killed", 50).await;
     let (victim, info) = busiest(&cluster).await;
     eprintln!(
@@ -414,7 +395,9 @@ async fn a_paused_engine_cannot_write_after_takeover() {
     cluster.start_engines(3).await;
     let store = Store::open(&db.url).await.unwrap();
 
-    submit(&cluster, "paused", &http_stack(300, &cloud.url("items"))).await;
+    cluster
+        .submit("paused", &http_stack(300, &cloud.url("items")))
+        .await;
     wait_completed(&store, "paused", 30).await;
     // Freeze the busiest engine. It may freeze between jobs, or inside a claim that the server
     // then rolls back; what counts is what it holds once frozen (committed leases) and which
@@ -1035,7 +1018,9 @@ async fn rolling_sigterm_restart_loses_no_work() {
     let originals = cluster.start_engines(3).await;
     let store = Store::open(&db.url).await.unwrap();
 
-    submit(&cluster, "rolling", &http_stack(300, &cloud.url("items"))).await;
+    cluster
+        .submit("rolling", &http_stack(300, &cloud.url("items")))
+        .await;
     wait_completed(&store, "rolling", 10).await;
     let mut drained_mid_stack = 0;
     for i in originals {
@@ -1109,7 +1094,9 @@ async fn cancel_reaches_every_engine() {
     cluster.start_engines(3).await;
     let store = Store::open(&db.url).await.unwrap();
 
-    submit(&cluster, "stopped", &http_stack(300, &cloud.url("items"))).await;
+    cluster
+        .submit("stopped", &http_stack(300, &cloud.url("items")))
+        .await;
     wait_completed(&store, "stopped", 20).await;
     let out = cluster.kiln(&["stack", "cancel", "stopped"]).await;
     assert!(

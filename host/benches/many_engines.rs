@@ -21,20 +21,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use kiln::store::{EventRow, StackRow, Store};
-use support::cloud::FakeCloud;
+use support::cloud::{FakeCloud, http_stack};
 use support::db::{TestDb, postgres};
 use support::procs::{Cluster, Settings};
-
-/// `n` independent HTTP resources.
-fn flat_stack(n: usize, url: &str) -> String {
-    let mut t = String::from("heat_template_version: 2021-04-16\nresources:\n");
-    for i in 0..n {
-        t += &format!(
-            "  r{i}:\n    type: Kiln::HTTP::Resource\n    properties: {{url: \"{url}\", body: {{n: {i}}}}}\n"
-        );
-    }
-    t
-}
 
 /// `n` HTTP resources, each depending on the one before.
 fn chain_stack(n: usize, url: &str) -> String {
@@ -74,16 +63,8 @@ async fn finish(mut cluster: Cluster, store: Store, db: TestDb) {
 
 /// `kiln stack create NAME -t FILE --no-wait`; returns how long the command took.
 async fn submit(cluster: &Cluster, name: &str, template: &str) -> Duration {
-    let path = cluster.write(&format!("{name}.yaml"), template);
     let t = Instant::now();
-    let out = cluster
-        .kiln(&["stack", "create", name, "-t", &path, "--no-wait"])
-        .await;
-    assert!(
-        out.status.success(),
-        "stack create --no-wait failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    cluster.submit(name, template).await;
     t.elapsed()
 }
 
@@ -199,7 +180,7 @@ async fn throughput(base: &str, engines: usize) -> Throughput {
     let name = format!("flat-{engines}");
     let cpu = |c: &Cluster| c.engines.iter().map(|e| proc_cpu_s(e.pid)).sum::<f64>();
     let (cpu0, pg0, m0) = (cpu(&cluster), postgres_cpu_s(), machine_cpu());
-    let submit = submit(&cluster, &name, &flat_stack(FLAT_N, &server.url())).await;
+    let submit = submit(&cluster, &name, &http_stack(FLAT_N, &server.url())).await;
     let row = settle(&store, &name, Duration::from_secs(180)).await;
     let (cpu1, pg1, m1) = (cpu(&cluster), postgres_cpu_s(), machine_cpu());
     assert_eq!(
@@ -343,7 +324,7 @@ async fn takeover(base: &str) {
     let victim_ix = cluster.index_of(&leader).unwrap();
     let victim = leader;
     let name = "takeover";
-    submit(&cluster, name, &flat_stack(TAKEOVER_N, &server.url())).await;
+    submit(&cluster, name, &http_stack(TAKEOVER_N, &server.url())).await;
     // Wait until the victim has calls in flight.
     let deadline = Instant::now() + Duration::from_secs(60);
     let (in_flight, was_leader) = loop {

@@ -9,6 +9,18 @@ use serde::{Deserialize, Serialize};
 
 use crate::allow_list::AllowList;
 
+/// The sections whose keys `KILN_<SECTION>__<KEY>` may set (the ones of plain keys; retry
+/// rules and plugins are written in the file).
+const ENV_SECTIONS: [&str; 7] = [
+    "database",
+    "engine",
+    "runtime",
+    "limits",
+    "templates",
+    "api",
+    "log",
+];
+
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -564,11 +576,10 @@ impl Config {
                 message,
             };
             let section = section.to_ascii_lowercase();
-            if !["database", "engine", "runtime", "limits", "api", "log"]
-                .contains(&section.as_str())
-            {
+            if !ENV_SECTIONS.contains(&section.as_str()) {
                 return Err(err(format!(
-                    "unknown section `{section}` (database, engine, runtime, limits, api, log)"
+                    "unknown section `{section}` ({})",
+                    ENV_SECTIONS.join(", ")
                 )));
             }
             let parsed = toml::from_str::<toml::Table>(&format!("v = {value}"))
@@ -758,10 +769,12 @@ mod tests {
                 ("KILN_ENGINE__WORKERS", "3"),
                 ("KILN_LIMITS__MEMORY_MIB", "32"),
                 ("KILN_DATABASE__URL", "sqlite:///tmp/x.db"),
+                ("KILN_TEMPLATES__MAX_RESOURCES", "50"),
                 ("PATH", "/bin"),
             ]))
             .unwrap();
         assert_eq!((c.engine.workers, c.limits.memory_mib), (3, 32));
+        assert_eq!(c.templates.max_resources, 50);
         assert_eq!(c.database.url.as_deref(), Some("sqlite:///tmp/x.db"));
         let err = Config::default()
             .with_env(env(&[("KILN_ENGINE__WORKRES", "3")]))

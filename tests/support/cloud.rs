@@ -114,3 +114,14 @@ impl FakeCloud {
         assert!(self.server.set_field(id, key, value), "no object {id}");
     }
 }
+
+/// `n` independent `Kiln::HTTP::Resource`s, each creating one object in the collection `url`.
+pub fn http_stack(n: usize, url: &str) -> String {
+    let mut text = String::from("heat_template_version: 2021-04-16\nresources:\n");
+    for i in 0..n {
+        text += &format!(
+            "  r{i}:\n    type: Kiln::HTTP::Resource\n    properties: {{url: \"{url}\", body: {{n: {i}}}}}\n"
+        );
+    }
+    text
+}

@@ -248,6 +248,20 @@ impl Cluster {
         c.output().await.expect("running kiln")
     }
 
+    /// `kiln stack create NAME -t FILE --no-wait`: stores the stack and leaves all work to the
+    /// engines.
+    pub async fn submit(&self, name: &str, template: &str) {
+        let path = self.write(&format!("{name}.yaml"), template);
+        let out = self
+            .kiln(&["stack", "create", name, "-t", &path, "--no-wait"])
+            .await;
+        assert!(
+            out.status.success(),
+            "stack create --no-wait: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Runs the CLI with `--format json` already in `args`; it must succeed.
     pub async fn kiln_json(&self, args: &[&str]) -> Value {
         let out = self.kiln(args).await;

@@ -343,12 +343,20 @@ impl Store {
         decision: &str,
     ) -> Result<()> {
         let mut tx = self.begin().await?;
-        self.hold(&mut tx, job, engine).await?;
-        sqlx::query("UPDATE jobs SET decision = $2 WHERE id = $1")
-            .bind(job.id)
-            .bind(decision)
-            .execute(&mut *tx)
-            .await?;
+        // Storing the decision is also the fence (as `hold`): one statement, not two.
+        let held = sqlx::query(
+            "UPDATE jobs SET decision = $4 WHERE id = $1 AND token = $2 AND lease_owner = $3",
+        )
+        .bind(job.id)
+        .bind(job.token)
+        .bind(engine)
+        .bind(decision)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if held != 1 {
+            return Err(StoreError::Fenced(job.id));
+        }
         sqlx::query(self.sql(
             "UPDATE resources SET action = $3, status = 'IN_PROGRESS', status_reason = $4, traversal = $5,
                     updated_at = NOW_MS
