@@ -101,6 +101,12 @@ async fn handle(
         .headers
         .get("idempotency-key")
         .and_then(|v| v.to_str().ok());
+    let x_headers = req
+        .headers
+        .iter()
+        .filter(|(name, _)| name.as_str().starts_with("x-"))
+        .filter_map(|(name, v)| Some((name.to_string(), v.to_str().ok()?.to_string())))
+        .collect();
     let outcome = {
         let mut state = lock(shared);
         let auth = auth::check(state.token.as_deref(), req.headers);
@@ -124,6 +130,7 @@ async fn handle(
             fault: d.fault,
             created: d.created,
             auth,
+            x_headers,
         });
         d.outcome
     };

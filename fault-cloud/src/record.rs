@@ -26,6 +26,10 @@ pub struct RequestRecord {
     pub created: Option<String>,
     /// How its `Authorization` fared; none while the server requires no token.
     pub auth: Option<Auth>,
+    /// Its `X-*` headers (lowercase names): what a client chose to send beyond the protocol's
+    /// own headers, for tests that need to see a value arrive.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub x_headers: BTreeMap<String, String>,
     pub unix_ms: u64,
     /// Since the server started.
     pub elapsed_ms: u64,
@@ -120,6 +124,7 @@ pub(crate) struct Entry<'a> {
     pub fault: Option<FaultSpec>,
     pub created: Option<String>,
     pub auth: Option<Auth>,
+    pub x_headers: BTreeMap<String, String>,
 }
 
 impl Log {
@@ -161,6 +166,7 @@ impl Log {
             fault: e.fault,
             created: e.created,
             auth: e.auth,
+            x_headers: e.x_headers,
             unix_ms,
             elapsed_ms: self.started.elapsed().as_millis() as u64,
         });

@@ -9,6 +9,8 @@ pub mod config;
 pub mod credentials;
 pub mod duration;
 pub mod engine;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod logging;
 pub mod metrics;
 pub mod model;

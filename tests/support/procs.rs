@@ -483,6 +483,11 @@ impl ServeProc {
     /// Starts `kiln serve` on a fresh SQLite file, the API on any free port, with `extra` added
     /// to its config (tokens, say), and waits for its `api on http://ADDR` line.
     pub async fn start(extra: &str) -> Self {
+        Self::start_with(extra, &[]).await
+    }
+
+    /// [`ServeProc::start`] with more environment variables (`KILN_LOG=trace`, say).
+    pub async fn start_with(extra: &str, env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("kiln.toml");
         let settings = Settings::default().toml();
@@ -504,7 +509,8 @@ impl ServeProc {
                 format!("sqlite://{}", dir.path().join("kiln.db").display()),
             )
             .env("KILN_RUNTIME__CACHE_DIR", super::shared_cache())
-            .env("KILN_LOG", "info");
+            .env("KILN_LOG", "info")
+            .envs(env.iter().copied());
         Self::launch(command, log, Some(dir)).await
     }
 
@@ -560,6 +566,11 @@ impl ServeProc {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Everything it wrote to stderr so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     pub fn log_tail(&self) -> String {

@@ -1,13 +1,16 @@
 //! Who is calling: bearer tokens from `[[api.tokens]]` (and `api.token_file`), each bound to a
 //! project and a role. Tokens are kept only as SHA-256 digests, and a request's token is
-//! looked up by its digest, so neither the file nor the comparison gives the secret away.
+//! hashed and compared with every configured digest in constant time (no early exit, no map
+//! lookup whose timing depends on the bytes), so neither the file nor the comparison's timing
+//! gives a secret away.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::path::Path;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use sha2::{Digest, Sha256};
+use subtle::{ConditionallySelectable, ConstantTimeEq};
 
 use super::AppState;
 use super::rate_limit::RateLimiter;
@@ -17,7 +20,8 @@ use crate::service::{ApiError, Caller};
 /// The callers an API process knows.
 #[derive(Debug, Default)]
 pub struct Auth {
-    by_digest: HashMap<[u8; 32], Caller>,
+    /// Every configured token's digest and caller, scanned whole on each request.
+    callers: Vec<([u8; 32], Caller)>,
     limiter: Option<RateLimiter>,
 }
 
@@ -41,7 +45,8 @@ impl Auth {
                 api.listen
             )));
         }
-        let mut by_digest = HashMap::new();
+        let mut callers = Vec::new();
+        let mut seen = HashSet::new();
         for t in &tokens {
             let digest = digest_of(t);
             let name = t
@@ -53,22 +58,23 @@ impl Auth {
                 project: t.project.clone(),
                 role: t.role,
             };
-            if by_digest.insert(digest, caller).is_some() {
+            if !seen.insert(digest) {
                 return Err(AuthError(format!(
                     "the same token is configured twice (project {})",
                     t.project
                 )));
             }
+            callers.push((digest, caller));
         }
         Ok(Self {
-            by_digest,
+            callers,
             limiter: RateLimiter::new(api.rate_limit_per_second, api.rate_limit_burst),
         })
     }
 
     /// Whether any token is configured (else the API is open).
     pub fn is_open(&self) -> bool {
-        self.by_digest.is_empty()
+        self.callers.is_empty()
     }
 
     /// The caller a presented token stands for.
@@ -103,12 +109,24 @@ impl Auth {
             ));
         };
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        self.by_digest
-            .get(&digest)
-            .cloned()
-            .map(|caller| (caller, digest))
-            .ok_or_else(|| ApiError::new("unauthorized", "the token is not valid"))
+        match find_constant_time(&self.callers, &digest) {
+            Some(i) => Ok((self.callers[i].1.clone(), digest)),
+            None => Err(ApiError::new("unauthorized", "the token is not valid")),
+        }
     }
+}
+
+/// The index of the entry whose digest equals `digest`: every entry and every byte is compared
+/// whatever matches, and the index is selected without a branch on secret data.
+fn find_constant_time(callers: &[([u8; 32], Caller)], digest: &[u8; 32]) -> Option<usize> {
+    let mut found = subtle::Choice::from(0);
+    let mut index = 0u64;
+    for (i, (d, _)) in callers.iter().enumerate() {
+        let hit = d.ct_eq(digest);
+        index.conditional_assign(&(i as u64), hit);
+        found |= hit;
+    }
+    bool::from(found).then_some(index as usize)
 }
 
 fn role_name(role: Role) -> &'static str {
@@ -221,6 +239,26 @@ mod tests {
         );
         assert_eq!(auth.caller(Some("wrong")).unwrap_err().status(), 401);
         assert_eq!(auth.caller(None).unwrap_err().status(), 401);
+    }
+
+    #[test]
+    fn the_constant_time_scan_finds_every_position_and_nothing_else() {
+        let caller = |name: &str| Caller {
+            name: name.into(),
+            project: "p".into(),
+            role: Role::Member,
+        };
+        let digest = |s: &str| -> [u8; 32] { Sha256::digest(s.as_bytes()).into() };
+        let callers: Vec<_> = ["a", "b", "c"].map(|s| (digest(s), caller(s))).into();
+        for (i, s) in ["a", "b", "c"].iter().enumerate() {
+            assert_eq!(find_constant_time(&callers, &digest(s)), Some(i));
+        }
+        assert_eq!(find_constant_time(&callers, &digest("d")), None);
+        // One byte off in the last position is still a miss.
+        let mut near = digest("c");
+        near[31] ^= 1;
+        assert_eq!(find_constant_time(&callers, &near), None);
+        assert_eq!(find_constant_time(&[], &digest("a")), None);
     }
 
     #[test]

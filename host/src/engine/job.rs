@@ -216,6 +216,25 @@ impl Engine {
                 step => step,
             }
         };
+        // A plugin's message may quote a property, and a property a hidden parameter.
+        let secrets = &plan.secrets;
+        let step = match step {
+            Step::Failed(reason) => Step::Failed(secrets.text(&reason)),
+            Step::Retry {
+                delay_ms,
+                history,
+                reason,
+            } => Step::Retry {
+                delay_ms,
+                history: secrets.text(&history),
+                reason: secrets.text(&reason),
+            },
+            Step::Done(mut update) => {
+                update.reason = secrets.text(&update.reason);
+                Step::Done(update)
+            }
+            pending => pending,
+        };
         let update = match step {
             Step::Pending { delay_ms, state } => {
                 store

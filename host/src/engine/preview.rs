@@ -99,6 +99,16 @@ impl Engine {
         let by_name: HashMap<&str, &ResourceRow> =
             rows.iter().map(|r| (r.name.as_str(), r)).collect();
         let stored = StoredResolver::new(rows.clone(), &row.name, &row.id);
+        // Old values are the stored stack's, new ones the new stack's: hidden values of both
+        // are masked in what the preview shows.
+        let old_secrets = match self.inner.store.stack_template(&row.id).await {
+            Ok(text) => serde_json::from_str::<template::Stack>(&text)
+                .map(|s| s.secrets())
+                .unwrap_or_default(),
+            Err(_) => template::Secrets::default(),
+        };
+        let new_secrets = stack.secrets();
+        let mask = |v: Value| new_secrets.value(&old_secrets.value(&v));
         let mut unknown: HashMap<String, Unknown> = HashMap::new();
         let mut out = Vec::new();
         for res in stack.in_order() {
@@ -162,8 +172,8 @@ impl Engine {
                 planned.properties = changed_properties(old, &props)
                     .into_iter()
                     .map(|name| PropertyChange {
-                        old: old.get(&name).cloned().unwrap_or(Value::Null),
-                        new: props.get(&name).cloned().unwrap_or(Value::Null),
+                        old: mask(old.get(&name).cloned().unwrap_or(Value::Null)),
+                        new: mask(props.get(&name).cloned().unwrap_or(Value::Null)),
                         name,
                     })
                     .collect();
@@ -200,9 +210,9 @@ impl Engine {
                 Change::Rejected { why } => (PlannedAction::Rejected, why),
             };
             planned.action = action;
-            planned.reason = format!("{failed}{reason}")
-                .trim_end_matches("; ")
-                .to_string();
+            let reason = format!("{failed}{reason}");
+            // A rejection (an immutable property, say) may quote a value.
+            planned.reason = new_secrets.text(&old_secrets.text(reason.trim_end_matches("; ")));
             out.push(planned);
         }
         // The cleanup deletes these last (dependents first); listed by name.

@@ -19,6 +19,12 @@ impl Engine {
         }
         let template = self.inner.store.stack_template(&row.id).await?;
         let mut plan = TraversalPlan::parse(row, &template)?;
+        if matches!(row.action, Action::Update | Action::Rollback)
+            && let Some((previous, _)) = self.inner.store.previous(&row.id).await?
+            && let Ok(previous) = serde_json::from_str::<crate::template::Stack>(&previous)
+        {
+            plan.secrets = plan.secrets.with(&previous.secrets());
+        }
         if matches!(row.action, Action::Delete | Action::Check) {
             // The rows to delete (or check) are fixed when the action starts.
             let rows = self.inner.store.resources(&row.id).await?;

@@ -13,6 +13,9 @@ pub(super) struct TraversalPlan {
     pub stack_name: String,
     pub traversal: i64,
     pub stack: template::Stack,
+    /// The hidden values to mask in what its jobs say: this stack's, and for an update the
+    /// ones it replaces (a plugin's message about the old object may quote them).
+    pub secrets: template::Secrets,
     dependents: HashMap<String, Vec<String>>,
     /// For a DELETE traversal: every row of the stack, including objects an update replaced or
     /// removed and had not deleted yet.
@@ -36,6 +39,7 @@ impl TraversalPlan {
             stack_id: row.id.clone(),
             stack_name: row.name.clone(),
             traversal: row.traversal,
+            secrets: stack.secrets(),
             stack,
             dependents,
             removal: None,

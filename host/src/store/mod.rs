@@ -163,7 +163,21 @@ impl Store {
         };
         if let Err(e) = migrated {
             use sqlx::migrate::MigrateError::{VersionMismatch, VersionMissing};
+            let known = match dialect {
+                Dialect::Sqlite => &SQLITE_MIGRATIONS,
+                Dialect::Postgres => &POSTGRES_MIGRATIONS,
+            }
+            .iter()
+            .map(|m| m.version)
+            .max()
+            .unwrap_or(0);
             return Err(match e {
+                // A rolling upgrade in the wrong order: this engine is older than the schema.
+                // Already running older engines keep working (migrations only add, see
+                // docs/ARCHITECTURE.md), but a new process of the old build must not start.
+                VersionMissing(v) if v > known => StoreError::Incompatible(format!(
+                    "this database's schema is version {v}, newer than this build of kiln                      knows (up to {known}): it was migrated by a newer kiln. Run the newer                      kiln here (in a rolling upgrade, start new engines with the new build                      only)"
+                )),
                 // A schema this release does not know: never guess; say what to do.
                 VersionMismatch(_) | VersionMissing(_) => StoreError::Incompatible(format!(
                     "{e}: this database was made by another (development) build of kiln; \

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::yaml::Pos;
 
 /// One problem in a template or environment file, at a place and a path within it.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct TemplateError {
     pub file: String,
     pub line: u32,

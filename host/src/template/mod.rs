@@ -30,6 +30,7 @@ mod graph;
 mod group;
 mod outputs;
 mod parameters;
+mod redact;
 mod resource_def;
 mod schema;
 mod validate;
@@ -48,6 +49,7 @@ pub use expr::{At, Call, Expr};
 pub use functions::Function;
 pub use group::{GROUP_TYPE, PAUSE_TYPE, is_builtin};
 pub use parameters::{ParamType, Parameter};
+pub use redact::{MASK, Secrets};
 pub use schema::{Kind, PropertySpec, ResourceSchema, TypeCatalog};
 pub use validate::{validate, validate_within};
 pub use version::VERSIONS;
@@ -159,6 +161,11 @@ impl Stack {
         }
     }
 
+    /// The values of its hidden parameters, to mask in whatever is said about it.
+    pub fn secrets(&self) -> Secrets {
+        Secrets::of(&self.parameters)
+    }
+
     fn param_values(&self) -> BTreeMap<String, Value> {
         self.parameters
             .iter()
@@ -169,6 +176,11 @@ impl Stack {
     /// The properties a plugin gets for `resource`: evaluated, converted and checked against
     /// the type's schema, with defaults filled in.
     pub fn properties(&self, resource: &str, r: &dyn Resolver) -> Result<Value, EvalError> {
+        self.evaluate_properties(resource, r)
+            .map_err(|e| self.secrets().eval_error(e))
+    }
+
+    fn evaluate_properties(&self, resource: &str, r: &dyn Resolver) -> Result<Value, EvalError> {
         let res = self
             .resources
             .get(resource)
@@ -205,7 +217,8 @@ impl Stack {
             .find(|o| o.name == name)
             .ok_or_else(|| EvalError::Unknown(format!("output '{name}'")))?;
         let params = self.param_values();
-        eval(&out.value, &self.scope(&params, r)).map_err(|f| self.eval_error(f))
+        eval(&out.value, &self.scope(&params, r))
+            .map_err(|f| self.secrets().eval_error(self.eval_error(f)))
     }
 
     fn eval_error(&self, f: Fail) -> EvalError {

@@ -152,7 +152,8 @@ impl ResourceSchema {
         };
         let mut problems = Vec::new();
         let mut out = Map::new();
-        for (name, v) in given.iter().filter(|(_, v)| !v.is_null()) {
+        let set = given.iter().filter(|(_, v)| !v.is_null());
+        for (name, v) in set.clone() {
             match self.check_one(name, v) {
                 Ok(v) => {
                     out.insert(name.clone(), v);
@@ -160,7 +161,8 @@ impl ResourceSchema {
                 Err(p) => problems.push(p),
             }
         }
-        problems.extend(self.missing(|name| out.contains_key(name)));
+        // A property given but refused is not also "missing".
+        problems.extend(self.missing(|name| set.clone().any(|(n, _)| n == name)));
         for (name, spec) in &self.properties {
             if let (false, Some(d)) = (out.contains_key(name), &spec.default) {
                 out.insert(name.clone(), d.clone());
@@ -338,6 +340,18 @@ mod tests {
                 ),
                 (Some("name".into()), "required property is missing".into()),
             ]
+        );
+    }
+
+    #[test]
+    fn a_required_property_given_but_refused_is_not_also_missing() {
+        let problems = schema().complete(&json!({"name": [1, 2]})).unwrap_err();
+        assert_eq!(
+            problems,
+            vec![(
+                Some("name".into()),
+                "expected a string, got a list [1,2]".into()
+            )]
         );
     }
 

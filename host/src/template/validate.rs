@@ -88,7 +88,14 @@ pub fn validate_within(
     };
     match stack {
         Some(stack) if list.is_empty() => Ok(stack),
-        _ => {
+        stack => {
+            // A message about a property may quote a hidden parameter's value.
+            if let Some(stack) = stack {
+                let secrets = stack.secrets();
+                for e in &mut list {
+                    *e = secrets.error(std::mem::take(e));
+                }
+            }
             list.sort();
             list.dedup();
             Err(list)
