@@ -5,13 +5,10 @@
 mod error;
 pub mod operations;
 pub mod requests;
+mod turns;
 pub mod wire;
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use serde_json::{Value, json};
-use tokio::sync::Semaphore;
 
 pub use error::{ApiError, CODES, Location};
 use requests::{
@@ -25,6 +22,7 @@ use crate::model::{Action, PlannedAction, Status};
 use crate::plugin_set::PluginSet;
 use crate::store::{ResourceRow, StackRow, Store};
 use crate::template::{self, SourceFile, TemplateLimits};
+use turns::{Turns, VALIDATION_WAIT};
 
 pub type Result<T, E = ApiError> = std::result::Result<T, E>;
 
@@ -65,14 +63,9 @@ pub struct Service {
     engine: Engine,
     events_page_size: u32,
     limits: TemplateLimits,
-    /// Turns to validate a template: validation is CPU work, and a burst of large templates
-    /// must not take every thread of the process (its health checks and other callers).
-    validations: Arc<Semaphore>,
+    /// Turns to validate a template (`templates.max_concurrent` at once).
+    validations: Turns,
 }
-
-/// How long a template may wait for a turn to be validated before the caller is told to come
-/// back (503 `busy`).
-const VALIDATION_WAIT: Duration = Duration::from_secs(30);
 
 /// Largest page of events a caller may ask for.
 pub const MAX_EVENTS_PAGE: u32 = 1000;
@@ -82,7 +75,7 @@ impl Service {
         Self {
             engine,
             events_page_size: events_page_size.clamp(1, MAX_EVENTS_PAGE),
-            validations: Arc::new(Semaphore::new(limits.concurrency())),
+            validations: Turns::new(limits.concurrency(), VALIDATION_WAIT),
             limits,
         }
     }
@@ -393,20 +386,7 @@ impl Service {
         environments: &[SourceFile],
         parameters: &[(String, String)],
     ) -> Result<template::Stack> {
-        let turn = tokio::time::timeout(VALIDATION_WAIT, self.validations.clone().acquire_owned())
-            .await
-            .map_err(|_| {
-                ApiError::new(
-                    "busy",
-                    format!(
-                        "too many templates are being validated (templates.max_concurrent = {}); \
-                         try again",
-                        self.limits.concurrency()
-                    ),
-                )
-                .retry_after(1)
-            })?
-            .expect("the semaphore is never closed");
+        let turn = self.validations.take().await?;
         let (engine, limits) = (self.engine.clone(), self.limits);
         let (template, environments, parameters) =
             (template.clone(), environments.to_vec(), parameters.to_vec());
