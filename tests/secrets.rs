@@ -123,6 +123,26 @@ impl Seen {
     }
 }
 
+/// Creates stack `name` from `text` with the hidden `pin`, which must make it fail; collects
+/// what is said about it, and returns its resource `r`.
+async fn failing_stack(api: &Client, seen: &mut Seen, name: &str, text: &str) -> Value {
+    let r = api
+        .post(
+            "/v1/stacks",
+            json!({"name": name, "template": {"name": format!("{name}.yaml"), "text": text},
+                   "parameters": {"pin": HIDDEN}}),
+        )
+        .await
+        .expect(201);
+    seen.add(format!("create {name}"), r.text);
+    let stack = api.settle(name).await;
+    assert_eq!(stack["status"], "FAILED", "{stack}");
+    seen.get(api, &format!("/v1/stacks/{name}")).await;
+    seen.get(api, &format!("/v1/stacks/{name}/events")).await;
+    seen.get(api, &format!("/v1/stacks/{name}/resources/r"))
+        .await
+}
+
 fn cli(serve: &ServeProc, args: &[&str], log_format: &str) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
         .args(args)
@@ -254,43 +274,18 @@ async fn one_life(log_format: &str) {
          type: OS::Heat::RandomString\n    properties:\n      sequence: {{list_join: ['', \
          [{{get_param: pin}}, {{get_attr: [seed, value]}}]]}}\n"
     );
-    let r = api
-        .post(
-            "/v1/stacks",
-            json!({"name": "late", "template": {"name": "late.yaml", "text": late},
-                   "parameters": {"pin": HIDDEN}}),
-        )
-        .await
-        .expect(201);
-    seen.add("create late", r.text);
-    let late = api.settle("late").await;
-    assert_eq!(late["status"], "FAILED", "{late}");
-    seen.get(&api, "/v1/stacks/late").await;
-    seen.get(&api, "/v1/stacks/late/resources/r").await;
-    seen.get(&api, "/v1/stacks/late/events").await;
+    failing_stack(&api, &mut seen, "late", &late).await;
 
     // A plugin's own error that quotes a property holding the hidden value.
     let echo = "heat_template_version: 2021-04-16\nparameters:\n  pin: {type: string, hidden: \
                 true}\nresources:\n  r:\n    type: OS::Heat::TestResource\n    properties:\n      \
                 action_wait_secs: {create: {get_param: pin}}\n";
-    let r = api
-        .post(
-            "/v1/stacks",
-            json!({"name": "echo", "template": {"name": "echo.yaml", "text": echo},
-                   "parameters": {"pin": HIDDEN}}),
-        )
-        .await
-        .expect(201);
-    seen.add("create echo", r.text);
-    let echoed = api.settle("echo").await;
-    assert_eq!(echoed["status"], "FAILED", "{echoed}");
-    let reason = seen.get(&api, "/v1/stacks/echo/resources/r").await["resource"]["status_reason"]
-        .to_string();
+    let reason =
+        failing_stack(&api, &mut seen, "echo", echo).await["resource"]["status_reason"].to_string();
     assert!(
         reason.contains("must be a number, got"),
         "the plugin's error is not the one meant: {reason}"
     );
-    seen.get(&api, "/v1/stacks/echo/events").await;
 
     let wrong = Client::new(api.base(), Some(WRONG_TOKEN));
     let r = wrong.get("/v1/stacks").await;
