@@ -1,9 +1,9 @@
 //! What the fuzz targets run (`fuzz/`, `cargo fuzz`), kept in the library so that the suite
 //! replays every saved crash and the corpus through the same code (`tests/fuzz.rs`). Each entry
-//! takes any bytes, says whether they were accepted, must never panic, and asserts what has to hold for every input: a validated
-//! stack survives its JSON round trip (engines store and reload it) and evaluates without
-//! panicking; every error names its file; a config that parses serialises and parses again (the
-//! `KILN_*` overrides go through that round trip).
+//! takes any bytes, says whether they were accepted, must never panic, and asserts what has to
+//! hold for every input: a validated stack survives its JSON round trip (engines store and
+//! reload it) and evaluates without panicking; every error names its file; a config that parses
+//! serialises and parses again (the `KILN_*` overrides go through that round trip).
 
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
@@ -17,7 +17,7 @@ use crate::runtime::{
 use crate::template::{Resolver, SourceFile, Stack, TemplateError, validate_within};
 
 /// Smaller than the defaults so that one input stays fast (a group of 20,000 members is a
-/// limit test, not a fuzz case); every limit is still exercised at its edge.
+/// limit test, not a fuzz case); inputs past them still take the refusal paths.
 fn limits() -> TemplateLimits {
     TemplateLimits {
         max_bytes: 256 * 1024,
